@@ -1,0 +1,178 @@
+"""How fast a grid trains: the wide model against one model at a time.
+
+For each M the benchmark times full training steps (forward, backward, update) of three variants on
+random uint8 images of CIFAR-10's size (speed does not depend on the pixels):
+
+  wide      M models as one network (grouped convolutions), one vectorised update
+  loop      the same stacked parameters, one model's forward pass at a time, one vectorised update
+  separate  M ordinary single-model runs, each with its own ``torch.optim`` optimiser
+
+Warm-up steps are excluded, each figure is the median of several timed repeats, and CUDA is timed
+with synchronisation. FLOPs come from the architecture: 2·H·W·C_in·C_out·9 per convolution, ×3 for
+a training step. The reference peak is measured on the spot (a large fp32 matrix product), so the
+fraction of peak is relative to what this device reaches in its best case.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from .data import translate_flip
+from .model import WideNet
+from .optim import GridOptimizer
+from .profiles import OPTIMIZERS, default_grid, get_profile
+from .train import MAX_SHIFT, resolve_device, to_input, train_step
+
+# The update rules whose grids the paper's Figures 1–4 need, and so the runs a full reproduction makes.
+PAPER_FIGURE_RULES = ("sgd", "nesterov", "rmsprop", "adam", "normalized_sgd")
+
+
+def train_flops_per_image(widths: tuple[int, ...], size: int = 32) -> float:
+    """FLOPs of one training step per image: 3 × the forward convolutions' 2·H·W·C_in·C_out·9."""
+    flops, c_in, s = 0.0, 3, size
+    for i, c in enumerate(widths):
+        flops += 2 * s * s * c_in * c * 9
+        c_in = c
+        if i < len(widths) - 1:
+            s //= 2
+    return 3 * flops
+
+
+def measured_peak_tflops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    """fp32 TFLOP/s of a large matrix product on ``device``: the stated reference peak."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    times = []
+    for _ in range(repeats + 1):
+        _sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times[1:]) / 1e12
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the process's, in MiB
+
+
+def _time_steps(step, device: torch.device, steps: int, repeats: int) -> float:
+    """Median seconds per call of ``step`` over ``repeats`` runs of ``steps`` calls, after one
+    warm-up run."""
+    times = []
+    for r in range(repeats + 1):
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        _sync(device)
+        if r:
+            times.append((time.perf_counter() - t0) / steps)
+    return statistics.median(times)
+
+
+def _variant_step(variant: str, m: int, widths, batch: int, device, optimizer: str):
+    """A closure doing one training step of ``variant`` for ``m`` models."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    x_u8 = torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    mean = torch.full((3,), 128.0, device=device)
+    std = torch.full((3,), 64.0, device=device)
+    batch_in = lambda: to_input(translate_flip(x_u8, MAX_SHIFT, gen), mean, std)  # noqa: E731
+    if variant in ("wide", "loop"):
+        net = WideNet(m, widths).to(device)
+        net.impl = variant
+        eta = torch.full((m,), 0.01, device=device)
+        opt = GridOptimizer(optimizer, net.param_roles(), eta, torch.full((m,), 1e-4, device=device))
+        alive = torch.ones(m, dtype=torch.bool, device=device)
+        return lambda: train_step(net, opt, batch_in(), y, 1.0, alive)
+    nets = [WideNet(1, widths).to(device) for _ in range(m)]
+    opts = [torch.optim.SGD(n.parameters(), lr=0.01, momentum=0.9, nesterov=True,
+                            weight_decay=2e-4) for n in nets]
+
+    def separate():
+        for net, opt in zip(nets, opts, strict=True):
+            loss = torch.nn.functional.cross_entropy(net(batch_in())[0], y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    return separate
+
+
+def paper_model_epochs() -> int:
+    """Model-epochs of the paper profile's grids for Figures 1–4."""
+    grids = [default_grid("paper", rule) for rule in PAPER_FIGURE_RULES]
+    return sum(len(lrs) * len(l2s) for lrs, l2s in grids) * get_profile("paper")["epochs"]
+
+
+def run_bench(
+    profile: str = "paper",
+    ms: tuple[int, ...] = (1, 7, 49),
+    device: str = "auto",
+    steps: int = 5,
+    repeats: int = 3,
+    optimizer: str = "nesterov",
+    variants: tuple[str, ...] = ("wide", "loop", "separate"),
+) -> dict[str, Any]:
+    """Time each variant for each M on ``profile``'s network and batch size; return the rows and a
+    one-line summary."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer: unknown update rule {optimizer!r}; choose one of {OPTIMIZERS}")
+    if not ms or any(m < 1 for m in ms):
+        raise ValueError(f"ms: model counts must be positive integers; got {ms}")
+    dev = resolve_device(device)
+    p = get_profile(profile)
+    widths, batch = tuple(p["widths"]), p["batch_size"]
+    steps_per_epoch = p["n_train"] // batch
+    flops_img = train_flops_per_image(widths)
+    peak = measured_peak_tflops(dev)
+    precision = "tf32" if dev.type == "cuda" and torch.backends.cuda.matmul.allow_tf32 else "fp32"
+    rows = []
+    for m in ms:
+        base = None
+        for variant in variants:
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+            step = _variant_step(variant, m, widths, batch, dev, optimizer)
+            sec = _time_steps(step, dev, steps, repeats)
+            tflops = m * batch * flops_img / sec / 1e12
+            row = {
+                "M": m, "variant": variant, "s_per_step": sec,
+                "model_epochs_per_s": m / (sec * steps_per_epoch),
+                "tflops": tflops, "peak_fraction": tflops / peak,
+                "peak_mem_mb": _peak_memory_mb(dev),
+            }
+            rows.append(row)
+            if variant == "separate":
+                base = row["model_epochs_per_s"]
+        for row in rows:
+            if row["M"] == m and base:
+                row["vs_separate"] = row["model_epochs_per_s"] / base
+    largest_m = [r for r in rows if r["M"] == max(ms)]
+    best = max(largest_m, key=lambda r: r["model_epochs_per_s"])
+    projected_s = paper_model_epochs() / best["model_epochs_per_s"]
+    summary = (
+        f"{dev.type} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}), "
+        f"{profile} network {widths} batch {batch}, {precision}: best at M={best['M']} is "
+        f"{best['variant']} with {best['model_epochs_per_s']:.3g} model-epochs/s "
+        f"({best.get('vs_separate', float('nan')):.2g}× separate, "
+        f"{best['tflops']:.3g} TFLOP/s = {best['peak_fraction']:.1%} of a measured "
+        f"{peak:.3g} TFLOP/s fp32 matmul); paper profile's Figures 1–4 "
+        f"({paper_model_epochs()} model-epochs) projected at {projected_s / 3600:.3g} h"
+    )
+    return {"device": str(dev), "profile": profile, "widths": widths, "batch_size": batch,
+            "precision": precision, "reference_peak_tflops": peak, "rows": rows,
+            "projected_paper_s": projected_s, "summary": summary}

@@ -1,0 +1,120 @@
+"""The paper's simple network, M copies at once.
+
+Four 3×3 convolutions, each followed by a normalisation and a ReLU, with 2×2 max-pooling after the
+first three (resolutions 32, 16, 8, 4), global average pooling and a linear classifier.
+
+The M models of a grid are stacked along a leading dimension of every parameter. The *wide* forward
+pass runs them as one network: the first convolution maps the shared input to M·C channels, the later
+ones are grouped convolutions (``groups=M``), and batch normalisation over M·C channels computes each
+model's statistics exactly. The *loop* forward pass runs the same stacked parameters one model at a
+time; which is faster depends on the device (see ``train.choose_impl``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .scale import unit_norms
+
+NORMS = ("batch", "weight", "layer", "none")
+DEFAULT_WIDTHS = (32, 64, 128, 256)  # channels double as resolution halves: equal FLOPs per layer
+EPS = 1e-5
+
+
+class WideNet(nn.Module):
+    """``n_models`` copies of the 4-layer convnet with stacked parameters.
+
+    Parameters (each with leading dimension M = ``n_models``):
+      ``conv{l}`` (M, C_out, C_in, 3, 3): the units' weights, regularised and scale-invariant;
+      ``gamma{l}``, ``beta{l}`` (M, C_out): the normalisation's scale and shift, never regularised;
+      ``fc_w`` (M, 10, C_4), ``fc_b`` (M, 10): the classifier.
+    Every model starts from the same initial weights, drawn from ``seed``, so that differences
+    across a grid come from η and λ alone.
+    """
+
+    def __init__(
+        self,
+        n_models: int,
+        widths: tuple[int, ...] = DEFAULT_WIDTHS,
+        norm: str = "batch",
+        n_classes: int = 10,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"norm: unknown normalisation {norm!r}; choose one of {NORMS}")
+        if len(widths) != 4:
+            raise ValueError(f"widths: the network has four conv layers; got {widths}")
+        self.n_models, self.widths, self.norm = n_models, tuple(widths), norm
+        self.impl = "wide"
+        g = torch.Generator().manual_seed(seed)
+        c_in = 3
+        for i, c in enumerate(widths):
+            # He initialisation for ReLU units, the same draw for every model.
+            w = torch.randn(1, c, c_in, 3, 3, generator=g) * math.sqrt(2.0 / (9 * c_in))
+            self.register_parameter(f"conv{i}", nn.Parameter(w.repeat(n_models, 1, 1, 1, 1)))
+            self.register_parameter(f"gamma{i}", nn.Parameter(torch.ones(n_models, c)))
+            self.register_parameter(f"beta{i}", nn.Parameter(torch.zeros(n_models, c)))
+            self.register_buffer(f"running_mean{i}", torch.zeros(n_models, c))
+            self.register_buffer(f"running_var{i}", torch.ones(n_models, c))
+            c_in = c
+        bound = 1 / math.sqrt(c_in)
+        fc_w = (torch.rand(1, n_classes, c_in, generator=g) * 2 - 1) * bound
+        self.fc_w = nn.Parameter(fc_w.repeat(n_models, 1, 1))
+        self.fc_b = nn.Parameter(torch.zeros(n_models, n_classes))
+
+    @property
+    def conv_weights(self) -> list[torch.Tensor]:
+        """The four layers' unit weights, each (M, C_out, C_in, 3, 3)."""
+        return [getattr(self, f"conv{i}") for i in range(len(self.widths))]
+
+    def param_roles(self) -> list[tuple[str, nn.Parameter, str]]:
+        """(name, parameter, role) with role ``unit`` (conv weights: L2, and kept at norm 1 by
+        normalised SGD), ``classifier`` (the last linear layer: L2 only) or ``affine`` (γ, β and the
+        classifier's bias: no L2)."""
+        roles = []
+        for name, p in self.named_parameters():
+            role = "unit" if name.startswith("conv") else "classifier" if name == "fc_w" else "affine"
+            roles.append((name, p, role))
+        return roles
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of shape (M, B, n_classes) for a batch x of shape (B, 3, H, W)."""
+        if self.impl == "wide" or self.n_models == 1:
+            return self._forward(x, slice(None))
+        return torch.cat([self._forward(x, slice(m, m + 1)) for m in range(self.n_models)])
+
+    def _forward(self, x: torch.Tensor, models: slice) -> torch.Tensor:
+        h = x
+        for i, w in enumerate(self.conv_weights):
+            w = w[models]
+            k, c_out, c_in = w.shape[:3]
+            if self.norm == "weight":
+                w = w / unit_norms(w)[..., None, None, None]
+            h = F.conv2d(h, w.reshape(k * c_out, c_in, 3, 3), padding=1, groups=1 if i == 0 else k)
+            h = F.relu(self._normalize(h, i, models, k))
+            if i < len(self.widths) - 1:
+                h = F.max_pool2d(h, 2)
+        b = h.shape[0]
+        h = h.mean(dim=(2, 3)).view(b, k, -1)
+        return torch.einsum("bmc,moc->mbo", h, self.fc_w[models]) + self.fc_b[models][:, None, :]
+
+    def _normalize(self, h: torch.Tensor, i: int, models: slice, k: int) -> torch.Tensor:
+        gamma = getattr(self, f"gamma{i}")[models].reshape(-1)
+        beta = getattr(self, f"beta{i}")[models].reshape(-1)
+        if self.norm == "batch":
+            # Views of the (M, C) buffers, so running statistics update in place per model.
+            mean = getattr(self, f"running_mean{i}")[models].view(-1)
+            var = getattr(self, f"running_var{i}")[models].view(-1)
+            return F.batch_norm(h, mean, var, gamma, beta, self.training, 0.1, EPS)
+        if self.norm == "layer":
+            b, _, hh, ww = h.shape
+            g = h.view(b, k, -1)  # statistics over all units of one model's layer, per image
+            mu = g.mean(dim=-1, keepdim=True)
+            var = g.var(dim=-1, unbiased=False, keepdim=True)
+            h = ((g - mu) / torch.sqrt(var + EPS)).view(b, -1, hh, ww)
+        return h * gamma[:, None, None] + beta[:, None, None]

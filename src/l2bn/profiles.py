@@ -1,0 +1,86 @@
+"""The three run profiles, as one table of plain values.
+
+Everything that differs between a test run, a CPU lesson and the paper's setting lives here and
+nowhere else: data size, network width, epochs, batch size and the default (η, λ) grids.
+
+λ follows the paper's convention: the objective is L(w) + λ‖w‖², so its gradient adds 2λw
+(PyTorch's coupled ``weight_decay`` is 2λ).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw", "normalized_sgd")
+
+
+def _decades(lo: int, hi: int, per_decade: int = 1) -> list[float]:
+    """Log-spaced grid 10^lo … 10^hi with ``per_decade`` points per factor of ten."""
+    n = (hi - lo) * per_decade
+    return [float(f"{10 ** (lo + i / per_decade):.3g}") for i in range(n + 1)]
+
+
+# Learning-rate grids by update rule family: SGD-like rules take far larger η than Adam-like ones.
+_SGD_LRS = {"sgd", "momentum", "nesterov", "normalized_sgd"}
+
+PROFILES: dict[str, dict[str, Any]] = {
+    # Seconds: exercises every code path in the tests.
+    "smoke": {
+        "n_train": 512,  # training images (after the validation split)
+        "n_val": 256,  # held out of the training set, for choosing η* (Figure 4)
+        "n_test": 512,
+        "widths": (4, 8, 8, 16),  # output channels of the four conv layers
+        "batch_size": 64,
+        "epochs": 2,
+        "lrs": {"sgd": [0.01, 0.1], "adam": [1e-3, 1e-2]},
+        "l2s": [1e-4, 1e-2],
+    },
+    # The CPU teaching profile: every chapter of the book within minutes on two cores.
+    "quick": {
+        "n_train": 4096,
+        "n_val": 1024,
+        "n_test": 2048,
+        "widths": (8, 16, 32, 64),
+        "batch_size": 128,
+        "epochs": 10,
+        "lrs": {"sgd": _decades(-2, 1), "adam": _decades(-4, -1)},
+        "l2s": _decades(-4, -1),
+    },
+    # The paper's setting (§6): full CIFAR-10, 100 epochs, batch 128; meant for a GPU.
+    "paper": {
+        "n_train": 45000,
+        "n_val": 5000,
+        "n_test": 10000,
+        "widths": (32, 64, 128, 256),
+        "batch_size": 128,
+        "epochs": 100,
+        "lrs": {"sgd": _decades(-3, 1, 2), "adam": _decades(-5, -1, 2)},
+        "l2s": _decades(-6, -1, 2),
+    },
+}
+
+# Hyperparameters of the update rules, as in the paper's §6.
+OPTIMIZER_DEFAULTS: dict[str, dict[str, float]] = {
+    "sgd": {},
+    "momentum": {"rho": 0.9},
+    "nesterov": {"rho": 0.9},
+    "rmsprop": {"rho": 0.9, "eps": 1e-8},
+    "adam": {"rho1": 0.9, "rho2": 0.999, "eps": 1e-8},
+    "adamw": {"rho1": 0.9, "rho2": 0.999, "eps": 1e-8},
+    "normalized_sgd": {},
+}
+
+
+def get_profile(name: str) -> dict[str, Any]:
+    """A copy of profile ``name`` (``smoke``, ``quick`` or ``paper``)."""
+    if name not in PROFILES:
+        raise ValueError(f"profile: unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+    return copy.deepcopy(PROFILES[name])
+
+
+def default_grid(profile: str, optimizer: str) -> tuple[list[float], list[float]]:
+    """The profile's (η grid, λ grid) for ``optimizer``."""
+    p = get_profile(profile)
+    family = "sgd" if optimizer in _SGD_LRS else "adam"
+    return p["lrs"][family], p["l2s"]

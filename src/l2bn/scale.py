@@ -1,0 +1,87 @@
+"""The scale of the weights and what it does to learning (§3–§5 of the paper).
+
+A unit is one output channel of a layer: its weight vector w collects the filter over all input
+channels. Normalisation makes the unit's output independent of ‖w‖, so what matters to learning is
+its direction and the *effective* learning rate η_eff, the step size measured on the unit sphere.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+# η_eff = η / ‖w‖^p for each update rule (Table 1): p = 2 for gradient steps, 1 for rules that divide
+# by a running gradient scale, 0 when the weights are kept at norm 1 (and for Newton's method).
+EFFECTIVE_LR_POWER = {
+    "sgd": 2,
+    "momentum": 2,
+    "nesterov": 2,
+    "rmsprop": 1,
+    "adam": 1,
+    "adamw": 1,
+    "normalized_sgd": 0,
+    "newton": 0,
+}
+
+
+def unit_norms(w: torch.Tensor, lead: int = 2) -> torch.Tensor:
+    """‖w‖ of each unit: the norm over all but the first ``lead`` dimensions.
+
+    For stacked conv weights of shape (M, C_out, C_in, k, k) this is an (M, C_out) tensor.
+    """
+    return w.flatten(lead).norm(dim=-1)
+
+
+def normalize_units_(w: torch.Tensor, lead: int = 2) -> torch.Tensor:
+    """Rescale every unit of ``w`` to norm 1, in place (the update of §5.5)."""
+    w.div_(unit_norms(w, lead).reshape(*w.shape[:lead], *([1] * (w.dim() - lead))))
+    return w
+
+
+def effective_lr(eta: torch.Tensor | float, norm: torch.Tensor | float, optimizer: str):
+    """η_eff = η / ‖w‖^p, the learning rate seen by the unit-norm direction w/‖w‖ (Table 1)."""
+    return eta / norm ** EFFECTIVE_LR_POWER[optimizer]
+
+
+def equilibrium_norm(eta, lam, gamma: float = 1.0, sigma: float = 1.0):
+    """The steady-state ‖w‖ of SGD under the noise model of §4:
+
+    ‖w‖⁴ = η²γ²σ² / (4ηλ − 2η²λ²), which is ≈ (γ²σ²η / 4λ)^{1/4} when ηλ is small.
+    """
+    return (eta**2 * gamma**2 * sigma**2 / (4 * eta * lam - 2 * eta**2 * lam**2)) ** 0.25
+
+
+# Exponent e in ‖w‖ ∝ (η/λ)^e at equilibrium (Table 1; AdamW's decoupled decay is an extension).
+NORM_EXPONENT = {
+    "sgd": 1 / 4,
+    "momentum": 1 / 4,
+    "nesterov": 1 / 4,
+    "rmsprop": 1 / 3,
+    "adam": 1 / 3,
+    "adamw": 1 / 2,
+    "normalized_sgd": 0.0,
+    "newton": 0.0,
+}
+
+
+def angular_update(w_old: torch.Tensor, w_new: torch.Tensor, lead: int = 2) -> torch.Tensor:
+    """Angle in radians between each unit's weights before and after a step.
+
+    Uses 2·atan2(‖a−b‖, ‖a+b‖) on the unit vectors a, b, which stays accurate for the tiny angles
+    where acos(a·b) rounds to zero in float32.
+    """
+    a = w_old.flatten(lead)
+    b = w_new.flatten(lead)
+    a = a / a.norm(dim=-1, keepdim=True)
+    b = b / b.norm(dim=-1, keepdim=True)
+    return 2 * torch.atan2((a - b).norm(dim=-1), (a + b).norm(dim=-1))
+
+
+def lr_schedule(epoch: int, epochs: int) -> float:
+    """The paper's schedule: η, then η/10 after half of the epochs and η/100 after 80% of them."""
+    if epoch >= math.ceil(0.8 * epochs):
+        return 0.01
+    if epoch >= math.ceil(0.5 * epochs):
+        return 0.1
+    return 1.0
