@@ -1,12 +1,25 @@
-"""The ``l2bn`` command: ``sweep``, ``info`` and ``bench``."""
+"""The ``l2bn`` command: ``sweep``, ``info`` and ``bench``.
+
+Exit status: 0 done, 1 an operating-system error (disk full, permission), 2 a bad parameter or
+dataset (a one-line message naming it, before any work or file), 3 the same spec is already being
+computed by another process, 130 interrupted (Ctrl-C; a sweep resumes when run again).
+"""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from .data import DatasetError, dataset_names
 from .profiles import OPTIMIZERS, PROFILES
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad argument on one line (``l2bn sweep: error: argument --lrs: ...``), exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _floats(text: str) -> list[float]:
@@ -14,6 +27,13 @@ def _floats(text: str) -> list[float]:
         return [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
 def _ints(text: str) -> list[int]:
@@ -24,7 +44,7 @@ def _ints(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="l2bn",
         description="Companion to 'L2 Regularization versus Batch and Weight Normalization': "
         "train (η, λ) grids of the paper's 4-layer network and inspect the results.",
@@ -43,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--lrs", type=_floats, help="learning rates η, comma-separated, increasing")
     sw.add_argument("--l2s", type=_floats,
                     help="L2 strengths λ (objective + λ‖w‖²), comma-separated, increasing")
-    sw.add_argument("--epochs", type=int, help="epochs (default from the profile)")
-    sw.add_argument("--seed", type=int, default=0, help="seed of init, data order, augmentation")
+    sw.add_argument("--epochs", type=_int, help="epochs (default from the profile)")
+    sw.add_argument("--seed", type=_int, default=0, help="seed of init, data order, augmentation")
     sw.add_argument("--norm", default="batch", choices=("batch", "weight", "layer", "none"),
                     help="normalisation after each conv; default batch")
     sw.add_argument("--impl", default="auto", choices=("auto", "wide", "loop"),
@@ -64,21 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="network width and batch size to time; default paper")
     bench.add_argument("--device", default="auto", help="auto, cpu or cuda")
     bench.add_argument("--ms", type=_ints, default=[1, 7, 49], help="model counts; default 1,7,49")
-    bench.add_argument("--steps", type=int, default=5, help="steps per timed repeat")
-    bench.add_argument("--repeats", type=int, default=3, help="timed repeats (median reported)")
+    bench.add_argument("--steps", type=_int, default=5, help="steps per timed repeat")
+    bench.add_argument("--repeats", type=_int, default=3, help="timed repeats (median reported)")
     bench.add_argument("--json", help="also write the report to this JSON file")
     return parser
 
 
 def _sweep(args: argparse.Namespace) -> None:
     from .results import run_sweep
-    from .train import SweepSpec
+    from .train import SweepSpec, validate_params
 
     spec = SweepSpec.from_profile(args.profile, args.optimizer, args.dataset, lrs=args.lrs,
                                   l2s=args.l2s, epochs=args.epochs, seed=args.seed, norm=args.norm)
-    from .train import resolve_device
-
-    resolve_device(args.device)  # reject a bad device before any work
+    validate_params(spec, args.device, args.impl)  # reject a bad device before any work
     result = run_sweep(spec, device=args.device, impl=args.impl, out=args.out,
                        progress=not args.no_progress, force=args.force)
     last = result.table[result.table.epoch == result.table.epoch.max()]
@@ -116,9 +134,15 @@ def _info(args: argparse.Namespace) -> None:
 
 def _bench(args: argparse.Namespace) -> None:
     import json
+    from pathlib import Path
 
     from .bench import run_bench
 
+    for name in ("steps", "repeats"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"{name}: must be a positive integer; got {getattr(args, name)}")
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        raise ValueError(f"json: the folder of {args.json} does not exist")
     report = run_bench(args.profile, tuple(args.ms), args.device, args.steps, args.repeats)
     cols = ("M", "variant", "model_epochs_per_s", "vs_separate", "tflops", "peak_fraction",
             "peak_mem_mb")
@@ -133,14 +157,26 @@ def _bench(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    from .results import SweepRunning
+
     try:
         {"sweep": _sweep, "info": _info, "bench": _bench}[args.command](args)
     except (ValueError, DatasetError) as err:
         print(f"l2bn {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except SweepRunning as err:
+        print(f"l2bn {args.command}: error: {err}", file=sys.stderr)
+        return 3
+    except OSError as err:
+        print(f"l2bn {args.command}: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print("\nl2bn: interrupted. Finished epochs are checkpointed; run the same command "
-              "again to resume.", file=sys.stderr)
+        if args.command == "sweep":
+            print("\nl2bn: interrupted. Finished epochs are checkpointed; to resume, run the same "
+                  f"command again: l2bn {shlex.join(argv)}", file=sys.stderr)
+        else:
+            print("\nl2bn: interrupted.", file=sys.stderr)
         return 130
     return 0

@@ -113,7 +113,7 @@ class WideNet(nn.Module):
             return F.batch_norm(h, mean, var, gamma, beta, self.training, 0.1, EPS)
         if self.norm == "layer":
             b, _, hh, ww = h.shape
-            g = h.view(b, k, -1)  # statistics over all units of one model's layer, per image
+            g = h.reshape(b, k, -1)  # statistics over all units of one model's layer, per image
             mu = g.mean(dim=-1, keepdim=True)
             var = g.var(dim=-1, unbiased=False, keepdim=True)
             h = ((g - mu) / torch.sqrt(var + EPS)).view(b, -1, hh, ww)

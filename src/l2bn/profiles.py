@@ -55,8 +55,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "widths": (32, 64, 128, 256),
         "batch_size": 128,
         "epochs": 100,
-        "lrs": {"sgd": _decades(-3, 1, 2), "adam": _decades(-5, -1, 2)},
-        "l2s": _decades(-6, -1, 2),
+        # 7 × 7 = 49 models per update rule, half a decade apart.
+        "lrs": {"sgd": _decades(-3, 0, 2), "adam": _decades(-5, -2, 2)},
+        "l2s": _decades(-5, -2, 2),
     },
 }
 

@@ -3,12 +3,16 @@
 A result lives at ``<dir>/<optimizer>-<key>.csv`` where ``key`` hashes the full spec, the version of
 the code that computes it and the identity of the data, so a result is reused only for an identical
 spec. Files are written atomically (temporary file, then rename); the sidecar, written last, holds
-the table's sha256, so a truncated or altered table is detected and recomputed, never loaded.
+the table's sha256 and its own, so a truncated or altered table or sidecar is detected, reported and
+recomputed, never loaded. While a spec is computed, an epoch checkpoint (with its own checksum file)
+lives in ``<dir>/checkpoints/`` and a lock file ``<dir>/<optimizer>-<key>.lock`` keeps a second
+process off the same spec.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import io
 import json
@@ -24,7 +28,24 @@ from typing import Any
 import pandas as pd
 
 from .data import data_root, dataset_fingerprint
-from .train import SweepSpec, code_version, train_grid
+from .train import (
+    SweepSpec,
+    checkpoint_sidecar,
+    code_version,
+    discard_checkpoint,
+    load_spec_data,
+    train_grid,
+    validate_params,
+)
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: fall back to a lock file holding the owner's pid
+    fcntl = None
+
+
+# Read floats back exactly as written: pandas 3 does by default (and deprecates the option).
+_EXACT_FLOATS = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
 
 
 class SweepRunning(RuntimeError):
@@ -62,6 +83,17 @@ def sidecar(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
+def checkpoint_path(path: Path) -> Path:
+    """Where the epoch checkpoint of the result at ``path`` lives while it is computed."""
+    return path.parent / "checkpoints" / f"{path.stem}.pt"
+
+
+def _sidecar_digest(meta: dict[str, Any]) -> str:
+    """sha256 of a sidecar's content, without its own ``sidecar_sha256`` entry."""
+    body = {k: v for k, v in meta.items() if k != "sidecar_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
 def spec_command(spec: SweepSpec) -> str:
     """The command line that recomputes ``spec``."""
     grid = lambda xs: ",".join(f"{x:g}" for x in xs)  # noqa: E731
@@ -76,26 +108,44 @@ def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
-def load_result(path: Path, log: Callable[[str], None] = print) -> SweepResult | None:
-    """The stored result at ``path``, or None when it is missing, incomplete or fails its checksum
-    (reported through ``log``)."""
+def load_result(
+    path: Path, log: Callable[[str], None] = print, spec: SweepSpec | None = None
+) -> SweepResult | None:
+    """The stored result at ``path``, or None when there is none. A result that is incomplete (table
+    or sidecar missing), fails a checksum (the table's or the sidecar's own) or, given ``spec``, was
+    computed for another spec is reported through ``log`` and also gives None, never a table."""
     meta_path = sidecar(path)
-    if not path.exists() or not meta_path.exists():
+    have_table, have_meta = path.exists(), meta_path.exists()
+    if not have_table and not have_meta:
         return None
     try:
+        if not have_table or not have_meta:
+            raise ValueError(f"its {'table' if not have_table else 'sidecar ' + meta_path.name} is missing")
         meta = json.loads(meta_path.read_text())
+        if not isinstance(meta, dict):
+            raise ValueError("the sidecar is not a JSON object")
+        if meta.get("sidecar_sha256") != _sidecar_digest(meta):
+            raise ValueError("the sidecar does not match its own checksum")
         raw = path.read_bytes()
         if hashlib.sha256(raw).hexdigest() != meta["table_sha256"]:
             raise ValueError("the table does not match the checksum in its sidecar")
-        table = pd.read_csv(io.BytesIO(raw))
-    except (ValueError, KeyError, OSError) as err:
+        if spec is not None and (
+            meta.get("key") != path.stem.rsplit("-", 1)[-1]
+            or meta.get("spec") != json.loads(json.dumps(spec.to_dict()))
+        ):
+            raise ValueError("it was computed for another spec")
+        table = pd.read_csv(io.BytesIO(raw), **_EXACT_FLOATS)
+    except (ValueError, KeyError, TypeError, OSError) as err:
         log(f"l2bn: ignoring damaged result {path.name} ({err}); it will be recomputed")
         return None
     return SweepResult(table, meta, path, reused=True)
@@ -124,35 +174,86 @@ def _versions() -> dict[str, str]:
 
 
 class _Lock:
-    """An exclusive lock file holding the owner's pid; a lock whose owner is gone is taken over."""
+    """An exclusive lock on ``path`` for one spec, holding the owner's pid.
 
-    def __init__(self, path: Path):
-        self.path = path
+    On POSIX the lock is an ``flock`` on the file, which the kernel drops when its owner dies, even
+    by SIGKILL: a lock file whose owner is gone is simply taken over. Elsewhere the file is created
+    exclusively and a lock whose pid no longer runs is taken over.
+    """
+
+    def __init__(self, path: Path, log: Callable[[str], None] = print):
+        self.path, self.log, self.fd = path, log, None
+
+    def _running(self, pid: int) -> SweepRunning:
+        who = f"pid {pid}" if pid else "another process"
+        return SweepRunning(
+            f"sweep: this spec is already running ({who}, lock {self.path}); wait for it to finish, "
+            "then run the same command again to load its result"
+        )
 
     def __enter__(self) -> _Lock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:
+            return self._enter_pidfile()
+        for _ in range(10):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                pid = _read_pid(fd)
+                os.close(fd)
+                if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise self._running(pid) from None
+                if err.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):  # no flock here
+                    return self._enter_pidfile()
+                raise
+            try:  # the previous owner may have removed the file between our open and our flock
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            old = _read_pid(fd)
+            if old and old != os.getpid():
+                self.log(f"l2bn: taking over the lock of pid {old}, which is no longer running")
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            self.fd = fd
+            return self
+        raise SweepRunning(f"sweep: could not take the lock {self.path}; try again")
+
+    def _enter_pidfile(self) -> _Lock:
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
                 try:
-                    pid = int(self.path.read_text() or 0)
+                    pid = int(self.path.read_text().strip() or 0)
                 except (OSError, ValueError):
                     pid = 0
                 if pid and _alive(pid):
-                    raise SweepRunning(
-                        f"sweep: this spec is already running (pid {pid}, lock {self.path}); wait "
-                        "for it to finish, or delete the lock if that process is gone"
-                    ) from None
-                self.path.unlink(missing_ok=True)  # stale: its owner died
+                    raise self._running(pid) from None
+                self.log(f"l2bn: taking over the lock of pid {pid}, which is no longer running")
+                self.path.unlink(missing_ok=True)
                 continue
             with os.fdopen(fd, "w") as f:
                 f.write(str(os.getpid()))
             return self
-        raise SweepRunning(f"sweep: could not take the lock {self.path}")
+        raise SweepRunning(f"sweep: could not take the lock {self.path}; try again")
 
     def __exit__(self, *exc: object) -> None:
-        self.path.unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)  # while still holding it, so no one locks a removed file
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _read_pid(fd: int) -> int:
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip() or 0)
+    except (OSError, ValueError):
+        return 0
 
 
 def _alive(pid: int) -> bool:
@@ -165,6 +266,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _remove_temporaries(path: Path) -> None:
+    """Delete the temporary files a killed writer of this result left behind (call under the lock)."""
+    ck = checkpoint_path(path)
+    for target in (path, sidecar(path), ck, checkpoint_sidecar(ck)):
+        for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
 def run_sweep(
     spec: SweepSpec,
     device: str = "auto",
@@ -175,21 +284,40 @@ def run_sweep(
     log: Callable[[str], None] = print,
 ) -> SweepResult:
     """The result of ``spec``: loaded from the cache when an identical spec was run before,
-    otherwise trained (resuming from a checkpoint if an earlier run was interrupted) and stored."""
-    spec.validate()
+    otherwise trained (resuming from a checkpoint if an earlier run was interrupted) and stored.
+
+    Everything is checked before any file is written: the spec, ``device`` and ``impl``
+    (``ValueError('<param>: ...')``) and the data (``DatasetError('dataset: ...')``). A second process
+    on the same spec gets ``SweepRunning`` while the first holds the lock.
+    """
+    validate_params(spec, device, impl)
+    root = results_dir(out)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"out: {root} exists and is not a folder; give a folder for the results")
     path = result_path(spec, out)
-    if not force and (cached := load_result(path, log)) is not None:
+    checkpoint = checkpoint_path(path)
+    if not force and (cached := load_result(path, log, spec)) is not None:
         log(f"l2bn: reusing cached result {path} (identical spec)")
+        if checkpoint.exists():  # left by a run killed just after it stored its result
+            try:
+                with _Lock(path.with_suffix(".lock"), lambda _: None):
+                    discard_checkpoint(checkpoint)
+                    _remove_temporaries(path)
+            except SweepRunning:
+                pass
         return cached
-    checkpoint = results_dir(out) / "checkpoints" / f"{path.stem}.pt"
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    with _Lock(path.with_suffix(".lock")):
+    data = load_spec_data(spec)  # a bad npz or missing CIFAR file fails here, before any file is written
+    with _Lock(path.with_suffix(".lock"), log):
+        _remove_temporaries(path)
+        if not force and (cached := load_result(path, lambda _: None, spec)) is not None:
+            log(f"l2bn: reusing cached result {path} (finished by another process meanwhile)")
+            return cached
         if checkpoint.exists():
             log(f"l2bn: resuming from checkpoint {checkpoint}")
         started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         t0 = time.time()
-        table, facts = train_grid(spec, device=device, impl=impl, progress=progress,
-                                  checkpoint=checkpoint)
+        table, facts = train_grid(spec, device=device, impl=impl, data=data, progress=progress,
+                                  checkpoint=checkpoint, log=log)
         raw = table.to_csv(index=False).encode()
         provenance = {
             "spec": spec.to_dict(),
@@ -207,9 +335,10 @@ def run_sweep(
             "table_sha256": hashlib.sha256(raw).hexdigest(),
             **facts,
         }
+        provenance["sidecar_sha256"] = _sidecar_digest(provenance)
         atomic_write(path, raw)
         atomic_write(sidecar(path), json.dumps(provenance, indent=2).encode())
-        checkpoint.unlink(missing_ok=True)
+        discard_checkpoint(checkpoint)
     log(f"l2bn: wrote {path} ({facts['wall_time_s']:.1f} s on {facts['device']})")
     return SweepResult(table, provenance, path, reused=False)
 

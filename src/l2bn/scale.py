@@ -45,11 +45,16 @@ def effective_lr(eta: torch.Tensor | float, norm: torch.Tensor | float, optimize
 
 
 def equilibrium_norm(eta, lam, gamma: float = 1.0, sigma: float = 1.0):
-    """The steady-state ‖w‖ of SGD under the noise model of §4:
+    """The steady-state ‖w‖ of SGD under the noise model of §4, in this library's convention
+    (L2 gradient 2λw, so each step shrinks w by 1 − 2ηλ):
 
-    ‖w‖⁴ = η²γ²σ² / (4ηλ − 2η²λ²), which is ≈ (γ²σ²η / 4λ)^{1/4} when ηλ is small.
+    ‖w‖⁴ = η²γ²σ² / (8ηλ − 8η²λ²), which is ≈ (ηγ²σ² / 8λ)^{1/4} when ηλ is small.
+
+    The paper prints η²γ²σ² / (4ηλ − 2η²λ²): the same fixed point derived with the factor 1 − ηλ,
+    i.e. with λ in the role of PyTorch's ``weight_decay`` (= 2λ here). Substituting λ → 2λ in the
+    printed formula gives the one above.
     """
-    return (eta**2 * gamma**2 * sigma**2 / (4 * eta * lam - 2 * eta**2 * lam**2)) ** 0.25
+    return (eta**2 * gamma**2 * sigma**2 / (8 * eta * lam - 8 * eta**2 * lam**2)) ** 0.25
 
 
 # Exponent e in ‖w‖ ∝ (η/λ)^e at equilibrium (Table 1; AdamW's decoupled decay is an extension).

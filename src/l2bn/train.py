@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
+import json
 import math
+import numbers
 import os
+import re
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .data import Dataset, check_dataset_name, load_dataset, translate_flip
+from .data import Dataset, check_dataset_name, dataset_names, load_dataset, translate_flip
 from .model import NORMS, WideNet
 from .optim import GridOptimizer
 from .profiles import OPTIMIZER_DEFAULTS, OPTIMIZERS, PROFILES, default_grid, get_profile
@@ -29,6 +34,8 @@ from .scale import effective_lr, lr_schedule, unit_norms
 
 IMPLS = ("auto", "wide", "loop")
 MAX_SHIFT = 4  # pixels of random translation in the augmentation (§6)
+BUILTIN_SIZES = {"synthetic": (50000, 10000), "cifar10": (50000, 10000)}  # (train, test) images
+MAX_SEED = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -61,24 +68,56 @@ class SweepSpec:
         l2s: list[float] | None = None,
         **overrides: Any,
     ) -> SweepSpec:
-        """The spec of ``profile`` for ``optimizer``, with any field overridden."""
-        if optimizer not in OPTIMIZERS:
+        """The spec of ``profile`` for ``optimizer``, with any field overridden (``None`` keeps the
+        profile's value).
+
+        Every argument is checked before anything is built: a bad one raises ``ValueError`` with a
+        one-line message that starts with the parameter's name (``'lrs: ...'``).
+        """
+        if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
             raise ValueError(
                 f"optimizer: unknown update rule {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
             )
+        if not isinstance(profile, str):
+            raise ValueError(f"profile: expected a name ({', '.join(PROFILES)}); got {profile!r}")
         p = get_profile(profile)
+        known = {f.name for f in fields(cls)} - {"optimizer", "lrs", "l2s", "dataset", "profile"}
+        for k in overrides:
+            if k not in known:
+                raise ValueError(f"{k}: not a parameter of a sweep; the overridable ones are "
+                                 f"{', '.join(sorted(known))}")
+        hyper_in = overrides.pop("hyper", None)
+        if hyper_in is None:
+            hyper_in = {}
+        if not isinstance(hyper_in, Mapping):
+            raise ValueError(f"hyper: expected a mapping of name to number "
+                             f"({', '.join(OPTIMIZER_DEFAULTS[optimizer]) or 'none for this rule'}); "
+                             f"got {hyper_in!r}")
         grid_lrs, grid_l2s = default_grid(profile, optimizer)
-        hyper = {**OPTIMIZER_DEFAULTS[optimizer], **overrides.pop("hyper", {})}
-        fields = {k: p[k] for k in ("epochs", "batch_size", "n_train", "n_val", "n_test", "widths")}
-        fields.update({k: v for k, v in overrides.items() if v is not None})
+        hyper = {**OPTIMIZER_DEFAULTS[optimizer], **hyper_in}
+        values = {k: p[k] for k in ("epochs", "batch_size", "n_train", "n_val", "n_test", "widths")}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        for k, v in values.items():  # numpy integers are fine; bools and floats are not
+            if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+                values[k] = int(v)
+        if "widths" in values:
+            values["widths"] = _as_tuple("widths", values["widths"], "four positive channel counts")
+            values["widths"] = tuple(
+                int(c) if isinstance(c, numbers.Integral) and not isinstance(c, bool) else c
+                for c in values["widths"]
+            )
+        try:
+            hyper_items = tuple(sorted(hyper.items()))
+        except TypeError:
+            raise ValueError(f"hyper: names must be strings; got {list(hyper)}") from None
         spec = cls(
             optimizer=optimizer,
-            lrs=tuple(float(x) for x in (grid_lrs if lrs is None else lrs)),
-            l2s=tuple(float(x) for x in (grid_l2s if l2s is None else l2s)),
+            lrs=_as_grid("lrs", grid_lrs if lrs is None else lrs, "η > 0"),
+            l2s=_as_grid("l2s", grid_l2s if l2s is None else l2s, "λ ≥ 0"),
             dataset=dataset,
             profile=profile,
-            hyper=tuple(sorted(hyper.items())),
-            **{k: tuple(v) if k == "widths" else v for k, v in fields.items()},
+            hyper=hyper_items,
+            **values,
         )
         spec.validate()
         return spec
@@ -93,44 +132,101 @@ class SweepSpec:
         return [(lr, l2) for lr in self.lrs for l2 in self.l2s]
 
     def validate(self) -> None:
-        """Raise ``ValueError`` with a one-line message naming the first bad field."""
-        if self.optimizer not in OPTIMIZERS:
+        """Raise ``ValueError`` with a one-line message ``'<field>: <problem>; <accepted values>'`` naming
+        the first bad field. Types are checked as well as values, so a spec built by hand gets the
+        same messages as one from ``from_profile``. The data itself is checked by ``load_spec_data``.
+        """
+        if not isinstance(self.optimizer, str) or self.optimizer not in OPTIMIZERS:
             raise ValueError(
                 f"optimizer: unknown update rule {self.optimizer!r}; "
                 f"choose one of {', '.join(OPTIMIZERS)}"
             )
-        if self.profile not in PROFILES:
+        if not isinstance(self.profile, str) or self.profile not in PROFILES:
             raise ValueError(f"profile: unknown profile {self.profile!r}; choose one of "
                              f"{', '.join(PROFILES)}")
+        if not isinstance(self.dataset, str):
+            raise ValueError(f"dataset: expected a name ({dataset_names()}); got {self.dataset!r}")
         check_dataset_name(self.dataset)
         for name, grid, low_ok in (("lrs", self.lrs, False), ("l2s", self.l2s, True)):
             what = "η > 0" if name == "lrs" else "λ ≥ 0"
+            if not isinstance(grid, tuple):
+                raise ValueError(f"{name}: expected a tuple of numbers ({what}); got {grid!r}")
             if not grid:
                 raise ValueError(f"{name}: the grid is empty; give at least one value ({what})")
             if not all(isinstance(x, float) and math.isfinite(x) for x in grid):
-                raise ValueError(f"{name}: every value must be a finite number ({what}); got {grid}")
+                raise ValueError(f"{name}: every value must be a finite number ({what}); "
+                                 f"got {list(grid)}")
             if any(x < 0 or (x == 0 and not low_ok) for x in grid):
                 raise ValueError(f"{name}: every value must satisfy {what}; got {list(grid)}")
             if list(grid) != sorted(set(grid)):
-                raise ValueError(f"{name}: the grid must be strictly increasing; got {list(grid)}")
+                raise ValueError(f"{name}: the grid must be strictly increasing (sorted, no repeats); "
+                                 f"got {list(grid)}")
         for name in ("epochs", "batch_size", "n_train", "n_val", "n_test"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"{name}: must be a positive integer; got {v!r}")
         if self.batch_size > self.n_train:
             raise ValueError(f"batch_size: {self.batch_size} is larger than the training set "
-                             f"(n_train = {self.n_train})")
-        if len(self.widths) != 4 or not all(isinstance(c, int) and c > 0 for c in self.widths):
-            raise ValueError(f"widths: four positive channel counts needed; got {self.widths}")
-        if self.norm not in NORMS:
-            raise ValueError(f"norm: unknown normalisation {self.norm!r}; choose one of {NORMS}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed: must be a non-negative integer; got {self.seed!r}")
+                             f"(n_train = {self.n_train}); choose 1 … {self.n_train}")
+        if self.dataset in BUILTIN_SIZES:
+            n_avail, t_avail = BUILTIN_SIZES[self.dataset]
+            if self.n_train + self.n_val > n_avail:
+                raise ValueError(f"n_train: n_train + n_val = {self.n_train + self.n_val} exceeds the "
+                                 f"{n_avail} training images of {self.dataset}")
+            if self.n_test > t_avail:
+                raise ValueError(f"n_test: {self.n_test} exceeds the {t_avail} test images of "
+                                 f"{self.dataset}")
+        if (not isinstance(self.widths, tuple) or len(self.widths) != 4
+                or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0
+                           for c in self.widths)):
+            raise ValueError(f"widths: four positive channel counts needed; got {self.widths!r}")
+        if not isinstance(self.norm, str) or self.norm not in NORMS:
+            raise ValueError(f"norm: unknown normalisation {self.norm!r}; choose one of "
+                             f"{', '.join(NORMS)}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed: must be an integer in 0 … 2**63 - 1; got {self.seed!r}")
+        if not isinstance(self.augment, bool):
+            raise ValueError(f"augment: must be True or False; got {self.augment!r}")
+        self._validate_hyper()
+
+    def _validate_hyper(self) -> None:
+        allowed = OPTIMIZER_DEFAULTS[self.optimizer]
+        names = ", ".join(allowed) or "none"
+        if not isinstance(self.hyper, tuple) or not all(
+            isinstance(kv, tuple) and len(kv) == 2 for kv in self.hyper
+        ):
+            raise ValueError(f"hyper: expected (name, value) pairs for {self.optimizer} ({names}); "
+                             f"got {self.hyper!r}")
+        for k, v in self.hyper:
+            if k not in allowed:
+                raise ValueError(f"hyper: {self.optimizer} has no hyperparameter {k!r}; it takes {names}")
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise ValueError(f"hyper: {k} must be a finite number; got {v!r}")
+            if k.startswith("rho") and not 0 <= v < 1:
+                raise ValueError(f"hyper: {k} must lie in [0, 1); got {v!r}")
+            if k == "eps" and not v > 0:
+                raise ValueError(f"hyper: eps must be positive; got {v!r}")
+        if len({k for k, _ in self.hyper}) != len(self.hyper):
+            raise ValueError(f"hyper: a name is given twice in {self.hyper!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["hyper"] = dict(self.hyper)
         return d
+
+
+def _as_tuple(name: str, values: Any, what: str) -> tuple:
+    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
+        raise ValueError(f"{name}: expected a list of {what}; got {values!r}")
+    return tuple(values)
+
+
+def _as_grid(name: str, values: Any, what: str) -> tuple[float, ...]:
+    """A grid as a tuple of floats; anything that is not a list of real numbers is a ``ValueError``."""
+    out = _as_tuple(name, values, f"numbers ({what})")
+    if not all(isinstance(x, numbers.Real) and not isinstance(x, bool) for x in out):
+        raise ValueError(f"{name}: expected a list of numbers ({what}); got {list(out)!r}")
+    return tuple(float(x) for x in out)
 
 
 def code_version() -> str:
@@ -143,15 +239,67 @@ def code_version() -> str:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` is the GPU when there is one, else the CPU; ``cuda`` without a GPU is an error."""
+    """``auto`` is the GPU when there is one, else the CPU; ``cuda`` without a GPU is an error, and so
+    is anything but ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (``ValueError``, message ``'device: ...'``)."""
+    accepted = "choose one of auto, cpu, cuda, cuda:N"
+    if not isinstance(device, str):
+        raise ValueError(f"device: expected a name; got {device!r}; {accepted}")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"device: unknown device {device!r}; choose one of auto, cpu, cuda")
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    if device == "cpu":
+        return torch.device("cpu")
+    m = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if m is None:
+        raise ValueError(f"device: unknown device {device!r}; {accepted}")
+    if not torch.cuda.is_available():
         raise ValueError("device: cuda was asked for but this machine has no usable GPU; "
                          "use --device cpu or auto")
+    n = torch.cuda.device_count()
+    if m.group(1) is not None and int(m.group(1)) >= n:
+        raise ValueError(f"device: {device} does not exist; this machine has {n} GPU(s), "
+                         f"cuda:0 … cuda:{n - 1}")
     return torch.device(device)
+
+
+def check_impl(impl: str) -> str:
+    """``impl`` if it is one of ``IMPLS``, else ``ValueError('impl: ...')``."""
+    if not isinstance(impl, str) or impl not in IMPLS:
+        raise ValueError(f"impl: unknown implementation {impl!r}; choose one of {', '.join(IMPLS)}")
+    return impl
+
+
+def validate_params(spec: SweepSpec, device: str = "auto", impl: str = "auto") -> torch.device:
+    """Check everything about a run that can be checked without loading data: the spec, the device
+    and the implementation. Returns the device; raises ``ValueError('<param>: ...')``."""
+    if not isinstance(spec, SweepSpec):
+        raise ValueError(f"spec: expected a SweepSpec (see SweepSpec.from_profile); got {spec!r}")
+    spec.validate()
+    check_impl(impl)
+    return resolve_device(device)
+
+
+def load_spec_data(spec: SweepSpec) -> Dataset:
+    """The data of ``spec``, loaded and checked (an npz file's arrays, shapes, dtypes and labels,
+    CIFAR-10's md5s, enough images for the sizes): ``DatasetError('dataset: ...')`` otherwise, or
+    ``ValueError`` from ``check_spec_data``."""
+    data = load_dataset(spec.dataset, spec.n_train, spec.n_val, spec.n_test)
+    check_spec_data(spec, data)
+    return data
+
+
+def check_spec_data(spec: SweepSpec, data: Dataset) -> None:
+    """``ValueError('<param>: ...')`` unless ``data`` has the sizes of ``spec`` and its images leave
+    batch normalisation more than one value per channel at the last layer."""
+    sizes = (len(data.x_train), len(data.x_val), len(data.x_test))
+    if sizes != (spec.n_train, spec.n_val, spec.n_test):
+        raise ValueError(f"data: {data.name} has (train, val, test) sizes {sizes}; the spec needs "
+                         f"{(spec.n_train, spec.n_val, spec.n_test)}")
+    h, w = data.x_train.shape[-2:]
+    for _ in range(len(spec.widths) - 1):  # max-pooling after all but the last conv
+        h, w = h // 2, w // 2
+    if spec.norm == "batch" and spec.batch_size * h * w < 2:
+        raise ValueError(f"batch_size: with {tuple(data.x_train.shape[-2:])} images the last layer is "
+                         f"{h}×{w}, so batch normalisation needs batch_size ≥ 2; got {spec.batch_size}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,10 +386,104 @@ def _layer_stats(net: WideNet, eta: torch.Tensor, optimizer: str) -> dict[str, t
     return out
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: atomic, checksummed, refused unless they belong to this spec and this code
+# ---------------------------------------------------------------------------------------------
+
+CHECKPOINT_FORMAT = 2
+_CHECKPOINT_KEYS = ("format", "spec", "code_version", "device_type", "epoch", "impl", "net", "opt",
+                    "gen", "alive", "diverged_epoch", "rows", "elapsed")
+
+
+class CheckpointError(Exception):
+    """A checkpoint that must not be resumed from; the message says why."""
+
+
+def checkpoint_sidecar(path: Path) -> Path:
+    """The JSON file next to checkpoint ``path`` that holds its sha256."""
+    return path.with_name(path.name + ".sha256")
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_checkpoint(state: dict[str, Any], path: Path, previous_sha256: str | None = None) -> str:
+    """Write ``state`` to ``path`` atomically, with its sha256 in ``checkpoint_sidecar(path)``; return
+    the sha256.
+
+    The new checkpoint goes to a temporary file first. The sidecar, naming the new checksum and that
+    of the checkpoint it replaces (``previous_sha256``), is renamed into place next, then the
+    checkpoint. A process killed at any instant so leaves a checkpoint that matches its sidecar.
+    """
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    raw = buf.getvalue()
+    digest = hashlib.sha256(raw).hexdigest()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        meta = {"sha256": digest, "previous_sha256": previous_sha256, "epoch": state.get("epoch"),
+                "format": CHECKPOINT_FORMAT}
+        _atomic_write_bytes(checkpoint_sidecar(path), json.dumps(meta, indent=1).encode())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return digest
+
+
+def load_checkpoint(path: Path, spec: SweepSpec, device: torch.device) -> tuple[dict[str, Any], str]:
+    """The state saved at ``path`` and its sha256, after checking it against its sidecar, ``spec``,
+    the code version and the device type; ``CheckpointError`` (saying why) when it must not be used."""
+    try:
+        meta = json.loads(checkpoint_sidecar(path).read_text())
+        accepted = {meta["sha256"], meta.get("previous_sha256")} - {None}
+    except FileNotFoundError:
+        raise CheckpointError("its checksum file is missing") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"its checksum file is unreadable ({err})") from None
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"it cannot be read ({err})") from None
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest not in accepted:
+        raise CheckpointError("it does not match the sha256 in its checksum file (truncated or corrupted)")
+    try:
+        ck = torch.load(io.BytesIO(raw), map_location=device, weights_only=True)
+    except Exception as err:  # torch raises many kinds for a bad file
+        raise CheckpointError(f"it cannot be unpickled ({type(err).__name__}: {err})") from None
+    if not isinstance(ck, dict) or any(k not in ck for k in _CHECKPOINT_KEYS):
+        raise CheckpointError("it lacks some of the state a resume needs")
+    if ck["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"it has format {ck['format']}, this l2bn writes {CHECKPOINT_FORMAT}")
+    if ck["spec"] != spec.to_dict():
+        raise CheckpointError("it belongs to another spec")
+    if ck["code_version"] != code_version():
+        raise CheckpointError("it was written by another version of the training code")
+    if ck["device_type"] != device.type:
+        raise CheckpointError(f"it was written on {ck['device_type']}, this run is on {device.type}")
+    if ck["impl"] not in ("wide", "loop") or not 0 <= ck["epoch"] <= spec.epochs:
+        raise CheckpointError("its contents are out of range")
+    return ck, digest
+
+
+def discard_checkpoint(path: Path) -> None:
+    """Remove checkpoint ``path`` and its checksum file."""
+    path.unlink(missing_ok=True)
+    checkpoint_sidecar(path).unlink(missing_ok=True)
 
 
 def train_grid(
@@ -251,19 +493,23 @@ def train_grid(
     data: Dataset | None = None,
     progress: bool = True,
     checkpoint: Path | None = None,
+    log: Callable[[str], None] = print,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Train every model of ``spec``'s grid; return the tidy per-(model, epoch) table and facts
     about the run (device, implementation, dataset checksum, wall time).
 
-    With ``checkpoint``, the state at each epoch boundary is written there (atomically) and a run
-    finding one for the same spec resumes from it, ending with the same numbers as an unbroken run.
+    With ``checkpoint``, the state at each epoch boundary is written there (atomically, with a
+    checksum) and a run finding one for the same spec resumes from it, ending with the same numbers
+    as an unbroken run: weights, BN running statistics, optimiser state and step count, the data
+    generator, the alive mask, the rows so far and the implementation chosen (``wide`` or ``loop``)
+    all come from the checkpoint. A damaged or foreign checkpoint is reported through ``log`` and
+    the run starts from scratch.
     """
-    spec.validate()
-    if impl not in IMPLS:
-        raise ValueError(f"impl: unknown implementation {impl!r}; choose one of {IMPLS}")
-    dev = resolve_device(device)
+    dev = validate_params(spec, device, impl)
     t_start = time.perf_counter()
-    data = (data or load_dataset(spec.dataset, spec.n_train, spec.n_val, spec.n_test)).to(dev)
+    data = data or load_spec_data(spec)
+    check_spec_data(spec, data)
+    data = data.to(dev)
     mean, std = (s.to(dev) for s in data.channel_stats)
     m = spec.n_models
     eta = torch.tensor([lr for lr, _ in spec.grid], device=dev)
@@ -277,18 +523,26 @@ def train_grid(
     rows: list[dict[str, Any]] = []
     first_epoch, elapsed_before = 0, 0.0
 
+    ck, ck_sha = None, None
     if checkpoint is not None and checkpoint.exists():
-        ck = torch.load(checkpoint, map_location=dev, weights_only=False)
-        if ck["spec"] != spec.to_dict():
-            raise ValueError(f"checkpoint: {checkpoint} belongs to another spec; delete it")
+        try:
+            ck, ck_sha = load_checkpoint(checkpoint, spec, dev)
+        except CheckpointError as err:
+            log(f"l2bn: cannot resume from checkpoint {checkpoint}: {err}; starting from scratch")
+            discard_checkpoint(checkpoint)
+    if ck is not None:
         net.load_state_dict(ck["net"])
         opt.load_state_dict(ck["opt"])
-        gen.set_state(ck["gen"].cpu() if dev.type == "cpu" else ck["gen"])
-        alive, diverged_epoch, rows = ck["alive"], ck["diverged_epoch"], ck["rows"]
+        gen.set_state(ck["gen"].cpu())
+        alive, diverged_epoch, rows = ck["alive"].to(dev), list(ck["diverged_epoch"]), list(ck["rows"])
         first_epoch, elapsed_before = ck["epoch"], ck["elapsed"]
-
-    x0 = to_input(data.x_train[: spec.batch_size], mean, std)
-    net.impl = choose_impl(net, x0, data.y_train[: spec.batch_size]) if impl == "auto" else impl
+        if impl not in ("auto", ck["impl"]):
+            log(f"l2bn: resuming with impl={ck['impl']} as the checkpoint was computed (not {impl}), "
+                "so that the numbers match an unbroken run")
+        net.impl = ck["impl"]
+    else:
+        x0 = to_input(data.x_train[: spec.batch_size], mean, std)
+        net.impl = choose_impl(net, x0, data.y_train[: spec.batch_size]) if impl == "auto" else impl
 
     bar = tqdm(
         total=spec.epochs * steps, initial=first_epoch * steps, disable=not progress,
@@ -336,12 +590,13 @@ def train_grid(
             rows.append(row)
         bar.set_postfix(epoch=f"{epoch + 1}/{spec.epochs}", alive=f"{sum(alive_host)}/{m}")
         if checkpoint is not None:
-            _atomic_torch_save({
-                "spec": spec.to_dict(), "epoch": epoch + 1, "net": net.state_dict(),
-                "opt": opt.state_dict(), "gen": gen.get_state(), "alive": alive,
-                "diverged_epoch": diverged_epoch, "rows": rows,
+            ck_sha = save_checkpoint({
+                "format": CHECKPOINT_FORMAT, "spec": spec.to_dict(), "code_version": code_version(),
+                "device_type": dev.type, "epoch": epoch + 1, "impl": net.impl,
+                "net": net.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
+                "alive": alive, "diverged_epoch": diverged_epoch, "rows": rows,
                 "elapsed": elapsed_before + time.perf_counter() - t_start,
-            }, checkpoint)
+            }, checkpoint, previous_sha256=ck_sha)
     bar.close()
     facts = {
         "device": str(dev),
@@ -351,8 +606,15 @@ def train_grid(
         "wall_time_s": elapsed_before + time.perf_counter() - t_start,
         "steps_per_epoch": steps,
         "resumed_from_epoch": first_epoch,
-        "randomness": (f"seed {spec.seed}: initial weights (CPU generator), then data order and "
-                       f"augmentation (one {dev.type} generator)"),
+        "seed": spec.seed,
+        "randomness": (
+            f"seed {spec.seed} decides every random draw of training: the initial weights (a CPU "
+            f"generator seeded with {spec.seed}, the same draw for every model), then the data order "
+            f"and the augmentation (random shifts of up to {MAX_SHIFT} px and flips) from one "
+            f"{dev.type} generator seeded with {spec.seed}, saved in every checkpoint; augmentation "
+            f"{'on' if spec.augment else 'off'}. Fixed, whatever the seed: the validation split "
+            "(numpy permutation, seed 12345) and the synthetic images (seed 0)."
+        ),
     }
     return pd.DataFrame(rows), facts
 

@@ -1,0 +1,219 @@
+"""The wide network: scale invariance of its normalisations (§3 of the paper) and wide = loop.
+
+The invariance tests run in float64. Normalisation divides by √(σ² + ε), so y(αw) = y(w) holds exactly
+only as ε → 0; the forward-pass tests set ε to 1e-12 to check the exact property, the gradient test
+keeps the library's ε and a tolerance that covers it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import l2bn.model
+from l2bn.model import WideNet
+from l2bn.scale import unit_norms
+
+WIDTHS = (4, 8, 8, 16)
+M = 3
+
+
+@pytest.fixture
+def tiny_eps(monkeypatch):
+    monkeypatch.setattr(l2bn.model, "EPS", 1e-12)
+
+
+def make_net(norm: str, n_models: int = M, seed: int = 0, dtype=torch.float64) -> WideNet:
+    """A wide net whose models differ (every parameter perturbed per model)."""
+    net = WideNet(n_models, WIDTHS, norm, seed=seed).to(dtype)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=g, dtype=dtype))
+    return net
+
+
+def batch(n: int = 8, seed: int = 2, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, 3, 16, 16, generator=g, dtype=dtype),
+            torch.randint(0, 10, (n,), generator=g))
+
+
+def log_uniform(shape, lo: float, hi: float, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return 10 ** (lo + (hi - lo) * torch.rand(shape, generator=g, dtype=torch.float64))
+
+
+def scaled_copy(net: WideNet, per_unit: bool, seed: int = 3) -> WideNet:
+    """A copy of ``net`` with every conv layer's weights scaled: each unit (output channel) of each
+    model by its own α, or each model's whole layer by one α."""
+    other = make_net(net.norm)
+    other.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        for i, w in enumerate(other.conv_weights):
+            shape = (w.shape[0], w.shape[1] if per_unit else 1, 1, 1, 1)
+            w.mul_(log_uniform(shape, -1, 2, seed + i))  # α from 0.1 to 100
+    return other
+
+
+def loss_of(net: WideNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    logits = net(x)
+    return F.cross_entropy(logits.flatten(0, 1), y.repeat(net.n_models), reduction="sum")
+
+
+# ---------------------------------------------------------------------------------------------
+# Scale invariance
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("norm", ["batch", "weight"])
+@pytest.mark.parametrize("per_unit", [True, False], ids=["per-unit", "per-layer"])
+def test_batch_and_weight_norm_are_invariant_to_each_units_scale(tiny_eps, norm, per_unit):
+    net = make_net(norm).train()
+    x, _ = batch()
+    out = net(x)
+    torch.testing.assert_close(scaled_copy(net, per_unit)(x), out, rtol=1e-9, atol=1e-9)
+
+
+def test_layer_norm_is_invariant_to_the_layers_scale_but_not_to_each_units(tiny_eps):
+    net = make_net("layer").train()
+    x, _ = batch()
+    out = net(x)
+    torch.testing.assert_close(scaled_copy(net, per_unit=False)(x), out, rtol=1e-9, atol=1e-9)
+    changed = (scaled_copy(net, per_unit=True)(x) - out).abs().amax(dim=(1, 2))
+    assert (changed > 1e-2).all(), changed  # every model's output moves
+
+
+def test_without_normalisation_scale_matters(tiny_eps):
+    """The control: a plain ReLU network is not scale invariant, so the tests above can fail."""
+    net = make_net("none").train()
+    x, _ = batch()
+    assert not torch.allclose(scaled_copy(net, per_unit=False)(x), net(x), rtol=1e-3)
+
+
+@pytest.mark.parametrize("norm", ["batch", "weight"])
+def test_gradient_scales_as_one_over_alpha(norm):
+    """∇L(αw) = ∇L(w)/α for the scaled layer (here the second conv, every model at once)."""
+    x, y = batch()
+
+    def grad_at(alpha: float) -> torch.Tensor:
+        net = make_net(norm).train()
+        with torch.no_grad():
+            net.conv1.mul_(alpha)
+        loss_of(net, x, y).backward()
+        return net.conv1.grad
+
+    g1 = grad_at(1.0)
+    assert g1.abs().max() > 1e-3
+    for alpha in (0.1, 10.0, 100.0, 1000.0):
+        torch.testing.assert_close(alpha * grad_at(alpha), g1, rtol=1e-3, atol=1e-3 * g1.abs().max())
+
+
+def unit_cosines(norm: str) -> torch.Tensor:
+    """cos(w, ∇L(w)) for every unit of every layer and model."""
+    net = make_net(norm).train()
+    x, y = batch()
+    loss_of(net, x, y).backward()
+    return torch.cat([
+        ((w * w.grad).flatten(2).sum(-1) / (unit_norms(w) * unit_norms(w.grad)).clamp_min(1e-300))
+        .flatten()
+        for w in net.conv_weights
+    ])
+
+
+@pytest.mark.parametrize("norm", ["batch", "weight"])
+def test_gradient_is_orthogonal_to_each_unit(tiny_eps, norm):
+    assert unit_cosines(norm).abs().max() < 1e-8
+
+
+def test_gradient_is_not_orthogonal_without_normalisation():
+    assert unit_cosines("none").abs().max() > 1e-2
+
+
+# ---------------------------------------------------------------------------------------------
+# Construction
+# ---------------------------------------------------------------------------------------------
+
+
+def test_every_model_starts_from_the_same_weights_whatever_m():
+    one, many = WideNet(1, WIDTHS, seed=7), WideNet(4, WIDTHS, seed=7)
+    other_seed = WideNet(1, WIDTHS, seed=8)
+    for (name, p1), (_, pm) in zip(one.named_parameters(), many.named_parameters(), strict=True):
+        assert pm.shape[0] == 4
+        for m in range(4):
+            assert torch.equal(pm[m], p1[0]), name
+    assert not torch.equal(one.conv0, other_seed.conv0)
+
+
+def test_parameter_roles():
+    roles = {name: role for name, _, role in WideNet(2, WIDTHS).param_roles()}
+    assert {n for n, r in roles.items() if r == "unit"} == {f"conv{i}" for i in range(4)}
+    assert {n for n, r in roles.items() if r == "classifier"} == {"fc_w"}
+    assert {n for n, r in roles.items() if r == "affine"} == (
+        {f"gamma{i}" for i in range(4)} | {f"beta{i}" for i in range(4)} | {"fc_b"})
+
+
+@pytest.mark.parametrize("bad", [{"norm": "group"}, {"widths": (4, 8, 8)}])
+def test_bad_arguments_are_rejected(bad):
+    with pytest.raises(ValueError):
+        WideNet(2, **{"widths": WIDTHS, **bad})
+
+
+# ---------------------------------------------------------------------------------------------
+# Wide and loop forward passes
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("norm", ["batch", "weight", "layer", "none"])
+def test_wide_and_loop_give_the_same_logits_and_gradients(norm):
+    x, y = batch(dtype=torch.float32)
+    results = {}
+    for impl in ("wide", "loop"):
+        net = make_net(norm, dtype=torch.float32)
+        net.impl = impl
+        loss = loss_of(net, x, y)
+        loss.backward()
+        net.eval()
+        results[impl] = (net.train()(x).detach(), net.eval()(x).detach(),
+                         {n: p.grad for n, p in net.named_parameters()}, dict(net.named_buffers()))
+    (wide_train, wide_eval, wide_grads, wide_bufs), (loop_train, loop_eval, loop_grads, loop_bufs) = (
+        results["wide"], results["loop"])
+    assert wide_train.shape == (M, len(x), 10)
+    # The models really differ, so a loop that ran model 0 M times would fail.
+    assert not torch.allclose(wide_train[0], wide_train[1])
+    torch.testing.assert_close(loop_train, wide_train, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(loop_eval, wide_eval, rtol=1e-4, atol=1e-5)
+    for name, g in wide_grads.items():
+        torch.testing.assert_close(loop_grads[name], g, rtol=1e-4, atol=1e-5, msg=name)
+    for name, b in wide_bufs.items():
+        torch.testing.assert_close(loop_bufs[name], b, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("impl", ["wide", "loop"])
+def test_batch_norm_running_statistics_update_per_model(impl):
+    """Each model's running mean and variance are those of the same model run on its own."""
+    x, _ = batch(dtype=torch.float32)
+    net = make_net("batch", dtype=torch.float32)
+    net.impl = impl
+    singles = []
+    for m in range(M):
+        single = WideNet(1, WIDTHS, "batch")
+        single.load_state_dict({k: v[m : m + 1].clone() for k, v in net.state_dict().items()})
+        singles.append(single)
+    for _ in range(2):
+        net.train()(x)
+        for single in singles:
+            single.train()(x)
+    for i in range(len(WIDTHS)):
+        for kind, start in (("mean", 0.0), ("var", 1.0)):
+            stats = getattr(net, f"running_{kind}{i}")
+            assert not torch.allclose(stats, torch.full_like(stats, start))  # they moved
+            assert not torch.allclose(stats[0], stats[1])  # and differ between models
+            for m, single in enumerate(singles):
+                torch.testing.assert_close(stats[m], getattr(single, f"running_{kind}{i}")[0],
+                                           rtol=1e-4, atol=1e-6, msg=f"running_{kind}{i}, model {m}")
+    # Evaluation mode then uses them: each model's eval logits are its single run's.
+    wide_eval = net.eval()(x)
+    for m, single in enumerate(singles):
+        torch.testing.assert_close(wide_eval[m], single.eval()(x)[0], rtol=1e-4, atol=1e-5)

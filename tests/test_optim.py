@@ -1,0 +1,199 @@
+"""The vectorised update rules of ``l2bn.optim`` against ``torch.optim``, step for step.
+
+λ follows the paper: the objective is L(w) + λ‖w‖², so torch's coupled ``weight_decay`` is 2λ. The
+hyperparameters below differ from the defaults on purpose (and ε is large), so that a rule that
+ignored them, or put ε inside the square root, would fail.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from l2bn.optim import RULES, GridOptimizer
+from l2bn.scale import normalize_units_, unit_norms
+
+DT = torch.float64
+STEPS = 6
+HYPER = {
+    "sgd": {},
+    "momentum": {"rho": 0.8},
+    "nesterov": {"rho": 0.7},
+    "rmsprop": {"rho": 0.85, "eps": 1e-3},
+    "adam": {"rho1": 0.8, "rho2": 0.95, "eps": 1e-3},
+    "adamw": {"rho1": 0.8, "rho2": 0.95, "eps": 1e-3},
+    "normalized_sgd": {},
+}
+# name, shape of one model's parameter, role (as WideNet.param_roles gives them)
+PARAMS = [("conv", (4, 3, 3, 3), "unit"), ("fc_w", (5, 4), "classifier"), ("gamma", (4,), "affine")]
+
+
+def torch_optimizer(rule: str, groups: list[dict], eta: float, hp: dict) -> torch.optim.Optimizer:
+    """The torch.optim counterpart of ``rule``; each group carries its own ``weight_decay`` (= 2λ)."""
+    if rule in ("sgd", "normalized_sgd"):
+        return torch.optim.SGD(groups, lr=eta)
+    if rule in ("momentum", "nesterov"):
+        return torch.optim.SGD(groups, lr=eta, momentum=hp["rho"], nesterov=rule == "nesterov")
+    if rule == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=eta, alpha=hp["rho"], eps=hp["eps"])
+    cls = torch.optim.Adam if rule == "adam" else torch.optim.AdamW
+    return cls(groups, lr=eta, betas=(hp["rho1"], hp["rho2"]), eps=hp["eps"])
+
+
+def make_loss(seed: int):
+    """A small smooth non-convex loss of one model's parameters (a dict name → tensor)."""
+    g = torch.Generator().manual_seed(seed)
+    mats = {name: torch.randn(7, torch.Size(shape).numel(), generator=g, dtype=DT)
+            for name, shape, _ in PARAMS}
+    targets = {name: torch.randn(7, generator=g, dtype=DT) for name, _, _ in PARAMS}
+
+    def loss(params: dict[str, torch.Tensor]) -> torch.Tensor:
+        total = 0
+        for name, p in params.items():
+            z = torch.tanh(mats[name] @ p.reshape(-1))
+            total = total + ((z - targets[name]) ** 2).sum() + 0.1 * (p**4).sum()
+        return total
+
+    return loss
+
+
+def initial_params(n_models: int) -> dict[str, torch.Tensor]:
+    """Stacked starting points; model m's does not depend on how many models there are."""
+    gens = [torch.Generator().manual_seed(100 + m) for m in range(n_models)]
+    return {name: torch.stack([torch.randn(shape, generator=g, dtype=DT) for g in gens])
+            for name, shape, _ in PARAMS}
+
+
+def run_grid(rule: str, etas: list[float], lams: list[float], steps: int = STEPS, alive=None):
+    """Trajectory of M stacked models under GridOptimizer; model m minimises loss m."""
+    m = len(etas)
+    params = {k: v.clone().requires_grad_(True) for k, v in initial_params(m).items()}
+    roles = [(name, params[name], role) for name, _, role in PARAMS]
+    opt = GridOptimizer(rule, roles, torch.tensor(etas, dtype=DT), torch.tensor(lams, dtype=DT),
+                        **HYPER[rule])
+    losses = [make_loss(seed=10 + i) for i in range(m)]
+    alive = torch.ones(m, dtype=torch.bool) if alive is None else alive
+    trajectory = []
+    for _ in range(steps):
+        for p in params.values():
+            p.grad = None
+        sum(losses[i]({k: v[i] for k, v in params.items()}) for i in range(m)).backward()
+        opt.step(1.0, alive)
+        trajectory.append({k: v.detach().clone() for k, v in params.items()})
+    return trajectory, opt
+
+
+def run_torch(rule: str, eta: float, lam: float, model: int, steps: int = STEPS):
+    """Trajectory of model ``model`` alone under the torch.optim counterpart of ``rule``."""
+    params = {k: v[model].clone().requires_grad_(True) for k, v in initial_params(model + 1).items()}
+    groups = [{"params": [params[name]], "weight_decay": 0.0 if role == "affine" else 2 * lam}
+              for name, _, role in PARAMS]
+    opt = torch_optimizer(rule, groups, eta, HYPER[rule])
+    loss_fn = make_loss(seed=10 + model)
+    trajectory = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_fn(params).backward()
+        opt.step()
+        if rule == "normalized_sgd":  # §5.5: plain SGD, then every unit back to norm 1
+            with torch.no_grad():
+                normalize_units_(params["conv"], lead=1)
+        trajectory.append({k: v.detach().clone() for k, v in params.items()})
+    return trajectory
+
+
+def assert_same_trajectory(grid_traj, torch_traj, model: int) -> None:
+    assert len(grid_traj) == len(torch_traj) >= 5
+    for t, (a, b) in enumerate(zip(grid_traj, torch_traj, strict=True)):
+        for name in b:
+            torch.testing.assert_close(a[name][model], b[name], rtol=1e-10, atol=1e-12,
+                                       msg=lambda m, t=t, name=name: f"step {t + 1}, {name}: {m}")
+
+
+def test_every_rule_is_covered():
+    assert set(RULES) == set(HYPER)
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_single_model_matches_torch_optim(rule):
+    eta = 3e-2 if rule in ("rmsprop", "adam", "adamw") else 0.1
+    lam = 0.05
+    grid, _ = run_grid(rule, [eta], [lam])
+    reference = run_torch(rule, eta, lam, model=0)
+    assert_same_trajectory(grid, reference, model=0)
+    # The parameters really moved (a rule that did nothing would match nothing above anyway).
+    start = initial_params(1)
+    assert all(not torch.equal(grid[-1][k], start[k]) for k in start)
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_each_model_of_a_grid_follows_its_own_run(rule):
+    adaptive = rule in ("rmsprop", "adam", "adamw")
+    etas = [1e-2, 3e-2, 1e-1] if adaptive else [0.03, 0.1, 0.2]
+    lams = [0.2, 0.0, 0.01]
+    grid, _ = run_grid(rule, etas, lams)
+    for m, (eta, lam) in enumerate(zip(etas, lams, strict=True)):
+        assert_same_trajectory(grid, run_torch(rule, eta, lam, model=m), model=m)
+
+
+def test_normalized_sgd_keeps_every_unit_at_norm_one():
+    grid, _ = run_grid("normalized_sgd", [0.05, 0.5, 5.0], [0.0, 1e-2, 1.0])
+    start = initial_params(3)  # off the unit sphere
+    assert not torch.allclose(unit_norms(start["conv"]), torch.ones(3, 4, dtype=DT))
+    for step in grid:
+        torch.testing.assert_close(unit_norms(step["conv"]), torch.ones(3, 4, dtype=DT))
+        # Only the units (role 'unit') are projected; the classifier is left alone.
+        assert not torch.allclose(unit_norms(step["fc_w"]), torch.ones(3, 5, dtype=DT))
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_l2_never_acts_on_affine_parameters(rule):
+    """With λ huge, the affine parameters follow exactly the trajectory they follow with λ = 0, while
+    the regularised ones do not. (The loss is a sum over parameters, so their gradients are
+    independent.)"""
+    eta = 1e-2
+    no_l2, _ = run_grid(rule, [eta], [0.0])
+    big_l2, _ = run_grid(rule, [eta], [5.0])
+    for a, b in zip(no_l2, big_l2, strict=True):
+        assert torch.equal(a["gamma"], b["gamma"])
+    assert not torch.allclose(no_l2[-1]["fc_w"], big_l2[-1]["fc_w"])
+    if rule != "normalized_sgd":  # its units are projected back to norm 1, but still rotate
+        assert not torch.allclose(no_l2[-1]["conv"], big_l2[-1]["conv"])
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_a_dead_model_is_frozen(rule):
+    etas, lams = [1e-2, 2e-2, 3e-2], [1e-3, 1e-2, 1e-1]
+    dead = torch.tensor([True, False, True])
+    # Two steps with every model alive, so that the optimiser state is non-zero, then model 1 dies.
+    params = {k: v.clone().requires_grad_(True) for k, v in initial_params(3).items()}
+    roles = [(name, params[name], role) for name, _, role in PARAMS]
+    opt = GridOptimizer(rule, roles, torch.tensor(etas, dtype=DT), torch.tensor(lams, dtype=DT),
+                        **HYPER[rule])
+    losses = [make_loss(seed=10 + i) for i in range(3)]
+
+    def step(alive):
+        for p in params.values():
+            p.grad = None
+        sum(losses[i]({k: v[i] for k, v in params.items()}) for i in range(3)).backward()
+        return opt.step(1.0, alive)
+
+    for _ in range(2):
+        step(torch.ones(3, dtype=torch.bool))
+    frozen = {k: v.detach()[1].clone() for k, v in params.items()}
+    frozen_state = {(n, k): v[1].clone() for n, s in opt.state.items() for k, v in s.items()}
+    if rule in ("momentum", "nesterov", "rmsprop", "adam", "adamw"):
+        assert frozen_state and all(v.abs().sum() > 0 for v in frozen_state.values())
+    for _ in range(3):
+        angles = step(dead)
+        assert angles["conv"][1] == 0 and angles["conv"][0] > 0
+    for k, v in params.items():
+        assert torch.equal(v.detach()[1], frozen[k]), k
+        assert not torch.equal(v.detach()[0], initial_params(3)[k][0]), k
+    for (n, k), v in frozen_state.items():
+        assert torch.equal(opt.state[n][k][1], v), (n, k)
+
+
+def test_unknown_rule_is_rejected():
+    with pytest.raises(ValueError, match="optimizer"):
+        GridOptimizer("lbfgs", [], torch.ones(1), torch.ones(1))

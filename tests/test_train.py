@@ -1,0 +1,140 @@
+"""Training a grid: M models at once equal M separate runs, and one diverging model harms no other.
+
+Everything runs on the CPU on a small random dataset of 16×16 images (the network pools globally, so
+any size from 8×8 works): a few seconds per grid.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pandas as pd
+import pytest
+import torch
+
+from l2bn.model import WideNet
+from l2bn.optim import GridOptimizer
+from l2bn.train import SweepSpec, train_grid, train_step
+
+SIZES = {"epochs": 2, "n_train": 128, "n_val": 32, "n_test": 32, "batch_size": 32}
+# Functions of the weights recorded after every epoch, and the training loss.
+CONTINUOUS = ["train_loss"] + [f"{k}_{i}" for k in ("unit_norm", "layer_norm", "eta_eff", "angle")
+                               for i in range(4)]
+ERRORS = ["train_err", "val_err", "test_err"]
+METRICS = CONTINUOUS + ERRORS
+
+
+@pytest.fixture(scope="module")
+def run(make_dataset):
+    """run(optimizer, lrs, l2s, impl) -> train_grid's table on one small dataset, cached: several
+    tests share the same runs."""
+    data = make_dataset(SIZES["n_train"], SIZES["n_val"], SIZES["n_test"], seed=5, size=16)
+
+    @functools.cache
+    def train(optimizer: str, lrs: tuple[float, ...], l2s: tuple[float, ...], impl: str):
+        spec = SweepSpec.from_profile("smoke", optimizer, lrs=list(lrs), l2s=list(l2s), **SIZES)
+        table, facts = train_grid(spec, device="cpu", impl=impl, data=data, progress=False)
+        assert facts["impl"] == impl or spec.n_models == 1
+        return table
+
+    return train
+
+
+def by_model(table: pd.DataFrame, models) -> pd.DataFrame:
+    return table[table.model.isin(models)].sort_values(["model", "epoch"]).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# M models at once = M runs of one model
+# ---------------------------------------------------------------------------------------------
+
+LRS, L2S = (0.03, 0.3), (1e-4, 1e-2)
+
+
+@pytest.mark.parametrize("impl", ["wide", "loop"])
+def test_a_grid_equals_separate_single_model_runs(run, impl):
+    grid = run("momentum", LRS, L2S, impl)
+    assert len(grid) == len(LRS) * len(L2S) * SIZES["epochs"]
+    assert not grid.diverged.any()
+    for model, (lr, l2) in enumerate((lr, l2) for lr in LRS for l2 in L2S):
+        rows = by_model(grid, [model])
+        # Model m of the grid has η = lrs[m // len(l2s)], λ = l2s[m % len(l2s)].
+        assert (rows.lr == lr).all() and (rows.l2 == l2).all()
+        single = by_model(run("momentum", (lr,), (l2,), "wide"), [0])  # one model: no loop
+        assert list(rows.epoch) == list(single.epoch) == list(range(1, SIZES["epochs"] + 1))
+        pd.testing.assert_frame_equal(rows[CONTINUOUS], single[CONTINUOUS], check_exact=False,
+                                      rtol=1e-4, atol=1e-7, obj=f"model {model} (η={lr}, λ={l2})")
+        # Error rates count argmax decisions: allow one image's worth of difference from rounding.
+        pd.testing.assert_frame_equal(rows[ERRORS], single[ERRORS], check_exact=False, rtol=0,
+                                      atol=1.01 / SIZES["batch_size"])
+    # The models really differ from each other, so matching each to its own run means something.
+    last = grid[grid.epoch == SIZES["epochs"]]
+    assert last.unit_norm_0.nunique() == len(last) and last.train_loss.nunique() == len(last)
+
+
+# ---------------------------------------------------------------------------------------------
+# Divergence
+# ---------------------------------------------------------------------------------------------
+
+HUGE = 1e10  # η for SGD: the weights overflow within the first epoch
+KEEP = [0, 1]
+
+
+@pytest.mark.parametrize("impl", ["wide", "loop"])
+def test_a_diverging_model_is_marked_and_harms_no_other(run, impl):
+    diverged = run("sgd", (0.03, 0.3, HUGE), (1e-2,), impl)
+    benign = run("sgd", (0.03, 0.3, 1.0), (1e-2,), impl)
+
+    bad = by_model(diverged, [2])
+    assert bad.diverged.all() and (bad.lr == HUGE).all()
+    first = bad.epoch.min()
+    assert first == 1
+    assert bad[METRICS].isna().all().all()
+    good = by_model(diverged, KEEP)
+    assert not good.diverged.any() and good[METRICS].notna().all().all()
+    assert not by_model(benign, [2]).diverged.any()
+
+    # Bitwise the same as a run whose third model behaves (same M, same slot).
+    pd.testing.assert_frame_equal(good, by_model(benign, KEEP), check_exact=True)
+
+
+@pytest.mark.parametrize("impl", ["wide", "loop"])
+def test_a_diverging_model_changes_nothing_compared_to_leaving_it_out(run, impl):
+    diverged = run("sgd", (0.03, 0.3, HUGE), (1e-2,), impl)
+    without = run("sgd", (0.03, 0.3), (1e-2,), impl)
+    pd.testing.assert_frame_equal(by_model(diverged, KEEP), by_model(without, KEEP), check_exact=True)
+
+
+@pytest.mark.parametrize("impl", ["wide", "loop"])
+def test_nan_weights_in_a_middle_model_stay_in_that_model(impl):
+    """One training step with model 1 of 3 poisoned (NaN weights): it is marked dead and frozen,
+    and models 0 and 2 end bitwise where they end when model 1 is healthy."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 3, 16, 16, generator=g)
+    y = torch.randint(0, 10, (16,), generator=g)
+
+    def one_step(poison: bool):
+        net = WideNet(3, (4, 8, 8, 16), seed=3)
+        net.impl = impl
+        if poison:
+            with torch.no_grad():
+                net.conv1[1, 0] = float("nan")
+        opt = GridOptimizer("momentum", net.param_roles(), torch.tensor([0.1, 0.2, 0.3]),
+                            torch.tensor([1e-3, 1e-3, 1e-2]))
+        before = {k: v.clone() for k, v in net.state_dict().items()}
+        alive = torch.ones(3, dtype=torch.bool)
+        loss, _, alive, _ = train_step(net, opt, x, y, 1.0, alive)
+        return loss, alive, before, net.state_dict(), opt.state
+
+    loss, alive, before, after, state = one_step(poison=True)
+    ref_loss, ref_alive, _, ref_after, ref_state = one_step(poison=False)
+    assert alive.tolist() == [True, False, True] and ref_alive.all()
+    assert torch.isnan(loss[1]) and torch.isfinite(loss[[0, 2]]).all()
+    assert torch.equal(loss[[0, 2]], ref_loss[[0, 2]])
+    for name, value in after.items():
+        assert torch.equal(value[[0, 2]], ref_after[name][[0, 2]]), name
+        if "running" not in name:  # the frozen model's weights do not move
+            torch.testing.assert_close(value[1], before[name][1], rtol=0, atol=0, equal_nan=True)
+    for name in state:
+        assert torch.equal(state[name]["v"][[0, 2]], ref_state[name]["v"][[0, 2]]), name
+        assert not state[name]["v"][1].any(), name  # its momentum never started
