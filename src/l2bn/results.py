@@ -30,6 +30,7 @@ import pandas as pd
 from .data import data_root, dataset_fingerprint
 from .train import (
     SweepSpec,
+    atomic_write,
     checkpoint_sidecar,
     code_version,
     discard_checkpoint,
@@ -102,20 +103,6 @@ def spec_command(spec: SweepSpec) -> str:
         f"--dataset {spec.dataset} --lrs {grid(spec.lrs)} --l2s {grid(spec.l2s)} "
         f"--epochs {spec.epochs} --seed {spec.seed} --norm {spec.norm}"
     )
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_result(

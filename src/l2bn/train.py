@@ -404,13 +404,19 @@ def checkpoint_sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, before_rename: Callable[[], None] | None = None) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part.
+
+    ``before_rename`` runs once the data is safely on disk, just before it replaces ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if before_rename is not None:
+            before_rename()
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -428,19 +434,10 @@ def save_checkpoint(state: dict[str, Any], path: Path, previous_sha256: str | No
     torch.save(state, buf)
     raw = buf.getvalue()
     digest = hashlib.sha256(raw).hexdigest()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        meta = {"sha256": digest, "previous_sha256": previous_sha256, "epoch": state.get("epoch"),
-                "format": CHECKPOINT_FORMAT}
-        _atomic_write_bytes(checkpoint_sidecar(path), json.dumps(meta, indent=1).encode())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    meta = {"sha256": digest, "previous_sha256": previous_sha256, "epoch": state.get("epoch"),
+            "format": CHECKPOINT_FORMAT}
+    atomic_write(path, raw, before_rename=lambda: atomic_write(
+        checkpoint_sidecar(path), json.dumps(meta, indent=1).encode()))
     return digest
 
 
