@@ -46,12 +46,32 @@ info: $(STAMP)
 	$(VENV)/bin/l2bn info
 
 # --- book -------------------------------------------------------------------------------------
-book: $(STAMP)
-	@echo "the book pipeline is not built yet"
+# `make book`: notebooks/*.py -> jupytext -> papermill (executed notebooks and their stamps in
+# book/_generated/) -> jupyter-book build -W -n --keep-going -> book/_build/html. Only notebooks
+# whose source, parameters, data or library code changed are executed again. See book/USAGE.md.
+BOOK_SETTINGS = --profile $(PROFILE) --dataset $(DATASET) --device $(DEVICE)
 
+.PHONY: browser
+
+book: $(STAMP)
+	$(PY) book/build.py $(BOOK_SETTINGS) $(ARGS)
+
+# One chapter with other parameters, then the site: make chapter NB=04_update_rules ARGS="-p optimizer rmsprop"
 chapter: $(STAMP)
-	@echo "the book pipeline is not built yet"
+	@test -n "$(NB)" || { echo "usage: make chapter NB=<chapter> [ARGS='-p NAME VALUE -y \"NAME: [1, 2]\"']"; \
+	  echo "chapters: $$(cd notebooks && ls *.py | sed 's/\.py$$//' | tr '\n' ' ')"; exit 2; }
+	$(PY) book/build.py $(BOOK_SETTINGS) --only $(NB) $(ARGS)
+
+# Headless Chromium for the browser test of the site (Debian package; installed only when missing).
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "installing chromium (apt-get) for the browser test"; \
+	  $$SUDO apt-get update && $$SUDO apt-get install -y chromium; \
+	fi
+
+test: browser
 # --- end book ---------------------------------------------------------------------------------
 
 clean:
-	rm -rf book/_build
+	rm -rf book/_build book/_generated
