@@ -57,6 +57,8 @@ results = {
     rule: run_sweep(SweepSpec.from_profile(profile, rule, dataset), device=device, progress=True)
     for rule in rules
 }
+for r in results.values():  # one row per model and epoch, as the analysis expects
+    assert len(r.table) == r.table["model"].nunique() * r.table["epoch"].nunique()
 
 # %% [markdown]
 # ## When is a norm at equilibrium?
@@ -100,14 +102,14 @@ for rule, r in results.items():
         "fitted e (cells that learned)": fit2.slope, "± s.e. (learned)": fit2.stderr,
         "cells that learned": fit2.n,
     })
-    agrees = fit.agrees(theory, analysis.TOLERANCE["norm_exponent"])
+    agrees = analysis.agreement(fit.slope, theory, analysis.TOLERANCE["norm_exponent"], fit.stderr)
     for key, value in {"exp": fit.slope, "se": fit.stderr, "exp1": fit1.slope, "se1": fit1.stderr,
                        "ratio": ratio, "exp2": fit2.slope, "se2": fit2.stderr}.items():
         glue(f"wn_{rule}_{key}", float(value), display=False)
     glue(f"wn_{rule}_n", int(fit.n), display=False)
     glue(f"wn_{rule}_cells", int(len(cells)), display=False)
     glue(f"wn_{rule}_n2", int(fit2.n), display=False)
-    glue(f"wn_{rule}_verdict", {True: "within", False: "outside", None: "not measurable against"}[agrees],
+    glue(f"wn_{rule}_verdict", {True: "within", False: "outside", None: "not measurable against", "inconclusive": "too uncertain to judge against"}[agrees],
          display=False)
 glue("wn_first_end", int(first_end), display=False)
 glue("wn_tol", analysis.TOLERANCE["norm_exponent"], display=False)

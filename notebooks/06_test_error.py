@@ -61,6 +61,8 @@ results = {
     rule: run_sweep(SweepSpec.from_profile(profile, rule, dataset), device=device, progress=True)
     for rule in rules
 }
+for r in results.values():  # one row per model and epoch, as the analysis expects
+    assert len(r.table) == r.table["model"].nunique() * r.table["epoch"].nunique()
 
 # %% [markdown]
 # ## Measuring "constant along the diagonals"

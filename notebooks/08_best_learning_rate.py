@@ -46,6 +46,8 @@ results = {
     rule: run_sweep(SweepSpec.from_profile(profile, rule, dataset), device=device, progress=True)
     for rule in rules
 }
+for r in results.values():  # one row per model and epoch, as the analysis expects
+    assert len(r.table) == r.table["model"].nunique() * r.table["epoch"].nunique()
 
 # %% [markdown]
 # ## Choosing η* without looking at the test set
@@ -69,15 +71,15 @@ for rule, r in results.items():
                  "fitted slope": fit.slope, "± s.e.": fit.stderr,
                  "bootstrap 95% interval": f"[{figures.num(boot['boot_lo'])}, {figures.num(boot['boot_hi'])}]",
                  "λ fitted": fit.n, "λ on the grid edge": int(per["edge"].sum())})
-    agrees = fit.agrees(theory, analysis.TOLERANCE["best_lr_slope"])
+    agrees = analysis.agreement(fit.slope, theory, analysis.TOLERANCE["best_lr_slope"], fit.stderr)
     glue(f"blr_{rule}_slope", float(fit.slope), display=False)
     glue(f"blr_{rule}_se", float(fit.stderr), display=False)
     glue(f"blr_{rule}_lo", float(boot["boot_lo"]), display=False)
     glue(f"blr_{rule}_hi", float(boot["boot_hi"]), display=False)
     glue(f"blr_{rule}_n", int(fit.n), display=False)
     glue(f"blr_{rule}_edge", int(per["edge"].sum()), display=False)
-    glue(f"blr_{rule}_verdict", {True: "within", False: "outside", None: "not measurable against"}[agrees],
-         display=False)
+    glue(f"blr_{rule}_verdict", {True: "yes", False: "no", None: "not measured",
+                                 "inconclusive": "inconclusive (s.e. above tolerance)"}[agrees], display=False)
 glue("blr_tol", analysis.TOLERANCE["best_lr_slope"], display=False)
 pd.DataFrame(rows).set_index("update rule").round(3)
 

@@ -200,6 +200,25 @@ def test_diagonal_spread_is_zero_when_error_depends_only_on_eta_eff():
     assert printed["r2_diagonal"] < 0.5
 
 
+def test_diagonals_on_rounded_half_decade_grids():
+    # grids as the profiles make them: 10^{-1.5} stored as 0.0316, not 0.031623
+    lrs = [0.01, 0.0316, 0.1, 0.316, 1.0]
+    l2s = [0.001, 0.00316, 0.01, 0.0316, 0.1]
+
+    def err(lr, l2, e, s):
+        return {"test_err": 0.3 + 0.02 * round(2 * math.log10(lr * l2)) ** 2}
+
+    dc = A.diagonal_consistency(make_table(lrs, l2s, err), "nesterov")
+    assert dc["n_diagonals"] == 9
+    assert dc["r2_diagonal"] == pytest.approx(1.0) and dc["within_std"] == pytest.approx(0, abs=1e-12)
+
+
+def test_diagonal_classes_merge_near_equal_keys():
+    keys = [-3.0, -3.0006, -2.5, -2.4997, -2.0]
+    cls = A.diagonal_classes(keys)
+    assert len(np.unique(cls)) == 3 and cls[0] == cls[1] and cls[2] == cls[3]
+
+
 def test_diagonals_of_adam():
     lrs = [1e-4, 1e-3, 1e-2, 1e-1]
 
@@ -261,6 +280,17 @@ def test_lambda_sensitivity():
 
     summary, _ = A.lambda_sensitivity(make_table(LRS, L2S, err2))
     assert summary["spread_mean"] == pytest.approx(0.2)
+
+
+def test_small_step_rise_uses_only_cells_with_small_shrink():
+    def err(lr, l2, e, s):
+        return {"test_err": 0.3 + 0.1 * math.log10(l2 / 1e-4)}  # rises by 0.1 per decade of λ
+
+    rise, per_eta = A.small_step_rise(make_table(LRS, L2S, err), max_shrink=0.05)
+    # η = 0.01: all four λ qualify (rise 0.3); η = 0.1: up to 0.1 (0.3); η = 1: up to 0.01 (0.2);
+    # η = 10: only λ = 1e-4 and 1e-3 (0.1)
+    assert list(per_eta["rise"]) == pytest.approx([0.3, 0.3, 0.2, 0.1])
+    assert rise == pytest.approx(0.225)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,7 +359,8 @@ def _network_like(rule, norm_exp, lrs=LRS, l2s=L2S):
     def cols(lr, l2, e, s):
         norm = (lr / l2) ** norm_exp
         star = 1e-3 * l2 ** A.best_lr_slope_theory(rule)
-        return {"layer_norm_0": norm, "eta_eff_0": lr * s / norm**p, "angle_0": lr * s / norm**p,
+        return {"layer_norm_0": norm, "unit_norm_0": norm / 3, "eta_eff_0": math.nan,
+                "angle_0": lr * s / norm**p,
                 "val_err": 0.1 + 0.05 * (math.log10(lr) - math.log10(star)) ** 2,
                 "test_err": 0.1 + 0.05 * (math.log10(lr) - math.log10(star)) ** 2}
 
@@ -360,6 +391,26 @@ def test_verdict_agrees_and_disagrees():
     v = A.verdict_table(bad)
     row = v[v["claim"].str.contains("‖W₁‖")].iloc[0]
     assert row["verdict"] == "disagrees" and row["measured"] == pytest.approx(0.5)
+
+
+def test_verdict_secondary_rows_are_labelled():
+    lrs = list(np.logspace(-4, 2, 13))
+    v = A.verdict_table({"nesterov": _network_like("nesterov", 0.25, lrs)}, secondary_train_err=0.8)
+    rows = v[v["claim"].str.contains("‖W₁‖")]
+    assert len(rows) == 2 and rows["claim"].str.contains("secondary").sum() == 1
+    assert (rows["verdict"] == "agrees").all()
+
+
+def test_verdict_is_inconclusive_when_the_error_bar_exceeds_the_tolerance():
+    lrs = list(np.logspace(-4, 2, 13))
+    table, m = _network_like("nesterov", 0.25, lrs)
+    rng = np.random.default_rng(0)
+    noisy = table.copy()
+    last = noisy["epoch"] == noisy["epoch"].max()
+    noisy.loc[last, "layer_norm_0"] *= 10 ** rng.normal(0, 3.0, last.sum())  # a very noisy norm
+    row = A.verdict_table({"nesterov": (noisy, m)}).iloc[0]
+    assert row["stderr"] > A.TOLERANCE["norm_exponent"]
+    assert row["verdict"].startswith("inconclusive")
 
 
 def test_verdict_says_not_measured_without_data():

@@ -95,9 +95,10 @@ def run_torch(rule: str, eta: float, lam: float, model: int, steps: int = STEPS)
         opt.zero_grad()
         loss_fn(params).backward()
         opt.step()
-        if rule == "normalized_sgd":  # §5.5: plain SGD, then every unit back to norm 1
+        if rule == "normalized_sgd":  # §5.5: plain SGD, then every unit (and class row) to norm 1
             with torch.no_grad():
                 normalize_units_(params["conv"], lead=1)
+                normalize_units_(params["fc_w"], lead=1)
         trajectory.append({k: v.detach().clone() for k, v in params.items()})
     return trajectory
 
@@ -142,8 +143,9 @@ def test_normalized_sgd_keeps_every_unit_at_norm_one():
     assert not torch.allclose(unit_norms(start["conv"]), torch.ones(3, 4, dtype=DT))
     for step in grid:
         torch.testing.assert_close(unit_norms(step["conv"]), torch.ones(3, 4, dtype=DT))
-        # Only the units (role 'unit') are projected; the classifier is left alone.
-        assert not torch.allclose(unit_norms(step["fc_w"]), torch.ones(3, 5, dtype=DT))
+        # The classifier's rows are projected too; γ and β are left alone.
+        torch.testing.assert_close(unit_norms(step["fc_w"]), torch.ones(3, 5, dtype=DT))
+        assert not torch.allclose(step["gamma"], start["gamma"])
 
 
 @pytest.mark.parametrize("rule", sorted(RULES))
@@ -156,9 +158,9 @@ def test_l2_never_acts_on_affine_parameters(rule):
     big_l2, _ = run_grid(rule, [eta], [5.0])
     for a, b in zip(no_l2, big_l2, strict=True):
         assert torch.equal(a["gamma"], b["gamma"])
+    # Normalised SGD projects conv units and classifier rows back to norm 1, but they still rotate.
     assert not torch.allclose(no_l2[-1]["fc_w"], big_l2[-1]["fc_w"])
-    if rule != "normalized_sgd":  # its units are projected back to norm 1, but still rotate
-        assert not torch.allclose(no_l2[-1]["conv"], big_l2[-1]["conv"])
+    assert not torch.allclose(no_l2[-1]["conv"], big_l2[-1]["conv"])
 
 
 @pytest.mark.parametrize("rule", sorted(RULES))

@@ -284,6 +284,24 @@ def log_eta_eff(lr, l2, exponents: tuple[float, float]) -> np.ndarray:
     return a * np.log10(np.asarray(lr, float)) + b * np.log10(np.asarray(l2, float))
 
 
+def diagonal_classes(keys, tol: float = 0.02) -> np.ndarray:
+    """Label values of log10 η^a λ^b that agree within ``tol`` as one class (one diagonal).
+
+    The profiles' grids are rounded to three significant digits (0.0316 for 10^{-1.5}), so cells on
+    the same diagonal differ by up to ~1e-3 in log10; a gap larger than ``tol`` starts a new class.
+    Returns the class's mean key for each input, in input order."""
+    keys = np.asarray(keys, float)
+    if keys.size == 0:
+        return keys
+    order = np.argsort(keys)
+    labels = np.cumsum(np.r_[0, np.diff(keys[order]) > tol])
+    out = np.empty_like(keys)
+    for lab in np.unique(labels):
+        members = order[labels == lab]
+        out[members] = keys[members].mean()
+    return np.round(out, 6)
+
+
 def grouped_r2(y, groups) -> float:
     """Adjusted R² of y explained by its group means (one-way analysis of variance).
 
@@ -309,7 +327,8 @@ def diagonal_consistency(
     """How well the class of η_eff = η^a λ^b explains ``column`` over the (η, λ) grid
     (or over the cells selected by the boolean mask ``where``, in model order).
 
-    Cells with equal η^a λ^b (to 6 decimals in log10) form a class: a diagonal of the heatmap.
+    Cells with equal η^a λ^b (within 0.02 in log10, see ``diagonal_classes``) form a class: a
+    diagonal of the heatmap.
     Returns adjusted R² for three groupings (the η_eff class, η alone, λ alone), the mean standard
     deviation within a diagonal (classes with ≥ 2 cells) and the standard deviation of the class
     means (both in the column's units), and counts. Diverged cells and λ = 0 are left out."""
@@ -320,7 +339,7 @@ def diagonal_consistency(
         keep &= np.asarray(where, bool)
     rows = rows[keep]
     y = rows[column].to_numpy(float)
-    cls = np.round(log_eta_eff(rows["lr"], rows["l2"], exponents), 6)
+    cls = diagonal_classes(log_eta_eff(rows["lr"], rows["l2"], exponents))
     by_class = pd.DataFrame({"y": y, "c": cls}).groupby("c")["y"]
     sizes = by_class.size()
     within = by_class.std(ddof=1)[sizes >= 2]
@@ -371,6 +390,25 @@ def lambda_sensitivity(
         "n_diverged": int(diverged_grid(table, epoch).to_numpy().sum()),
     }
     return summary, per_eta
+
+
+def small_step_rise(
+    table: pd.DataFrame, column: str = "test_err", max_shrink: float = 0.05, epoch: int | None = None
+) -> tuple[float, pd.DataFrame]:
+    """For normalised SGD: how much ``column`` rises with λ where the rescaling step cannot explain it.
+
+    Shrinking by (1 − 2ηλ) before rescaling to norm 1 enlarges the gradient step by 1/(1 − 2ηλ),
+    negligible while 2ηλ ≤ ``max_shrink``. For each η with at least two such λ: ``column`` at the
+    largest of them minus ``column`` at the smallest λ. Returns the mean over η and the per-η frame."""
+    g = grid(table, column, epoch)
+    out = []
+    for eta in g.index:
+        lams = [lam for lam in g.columns if 2 * eta * lam <= max_shrink and np.isfinite(g.loc[eta, lam])]
+        if len(lams) >= 2:
+            out.append({"lr": eta, "lam_low": min(lams), "lam_high": max(lams),
+                        "rise": float(g.loc[eta, max(lams)] - g.loc[eta, min(lams)])})
+    per_eta = pd.DataFrame(out, columns=["lr", "lam_low", "lam_high", "rise"])
+    return (float(per_eta["rise"].mean()) if len(per_eta) else math.nan), per_eta
 
 
 # ---------------------------------------------------------------------------------------------
@@ -475,10 +513,13 @@ def table1_network(
 
     Over the cells at equilibrium (see ``norm_exponent``) at ``epoch`` (default: the last):
       * ``norm_exp``: e in ‖W₁‖ ∝ (η/λ)^e (first conv layer), with its standard error;
-      * ``eta_eff_a``, ``eta_eff_b``: a, b in η_eff ∝ η^a λ^b, where η_eff = η_t/‖w‖^p is averaged
-        over the first layer's units (η_t includes the schedule's factor, the same for every cell);
+      * ``eta_eff_a``, ``eta_eff_b``: a, b in η_eff ∝ η^a λ^b with η_eff = η_t/‖w̄‖^p, ‖w̄‖ the
+        mean norm of the first layer's units and η_t the scheduled learning rate (the schedule's
+        factor is the same for every cell). The table's ``eta_eff_0`` column, the mean over units
+        of η_t/‖w_u‖^p, is not used: a few units whose norm has collapsed dominate that mean;
       * ``angle_a``, ``angle_b``: the same fit to the measured angular update per step, which moves
-        with η_eff without assuming the power p.
+        with η_eff without assuming the power p (at equilibrium it is even independent of the
+        gradient noise: for SGD it is fixed by ηλ alone).
     Theory columns hold Table 1's values (η_eff in the derived form, see the module docstring)."""
     out = []
     for rule, result in results.items():
@@ -492,8 +533,9 @@ def table1_network(
         row = {"optimizer": rule, "norm_exp_theory": NORM_EXPONENT[rule], "norm_exp": fit.slope,
                "norm_exp_se": fit.stderr, "n_equilibrium": int(eq.sum()), "n_cells": len(cells),
                "eta_eff_a_theory": a_th, "eta_eff_b_theory": b_th}
-        for name, col in (("eta_eff", "eta_eff_0"), ("angle", "angle_0")):
-            pl = power_law_fit(rows["lr"][eq], rows["l2"][eq], rows[col][eq])
+        eta_eff = rows["lr"] * rows["lr_scale"] / rows["unit_norm_0"] ** EFFECTIVE_LR_POWER[rule]
+        for name, values in (("eta_eff", eta_eff), ("angle", rows["angle_0"])):
+            pl = power_law_fit(rows["lr"][eq], rows["l2"][eq], values[eq])
             row.update({f"{name}_a": pl.a, f"{name}_a_se": pl.a_se, f"{name}_b": pl.b,
                         f"{name}_b_se": pl.b_se})
         out.append(row)
@@ -501,17 +543,31 @@ def table1_network(
 
 
 def _claim(claim: str, figure: str, theory: float, value: float, se: float, criterion: str,
-           agrees: bool | None, meta: Mapping[str, Any], n: int) -> dict[str, Any]:
+           agrees: bool | str | None, meta: Mapping[str, Any], n: int) -> dict[str, Any]:
     spec = meta.get("spec", {})
-    verdict = "not measured" if agrees is None else ("agrees" if agrees else "disagrees")
+    if agrees is None:
+        verdict = "not measured"
+    elif agrees == INCONCLUSIVE:
+        verdict = INCONCLUSIVE + " (s.e. above tolerance)"
+    else:
+        verdict = "agrees" if agrees else "disagrees"
     return {"claim": claim, "figure": figure, "theory": theory, "measured": value, "stderr": se,
             "criterion": criterion, "n": n, "profile": spec.get("profile", "?"),
             "dataset": meta.get("dataset", {}).get("name", spec.get("dataset", "?")),
             "verdict": verdict}
 
 
-def _within(value: float, theory: float, tol: float) -> bool | None:
-    return None if not math.isfinite(value) else abs(value - theory) <= tol
+INCONCLUSIVE = "inconclusive"
+
+
+def agreement(value: float, theory: float, tol: float, se: float = math.nan) -> bool | str | None:
+    """True/False: |value − theory| ≤ tol; ``INCONCLUSIVE`` when the standard error exceeds the
+    tolerance (the measurement cannot tell agreement from disagreement); None: nothing measured."""
+    if not math.isfinite(value):
+        return None
+    if math.isfinite(se) and se > tol:
+        return INCONCLUSIVE
+    return abs(value - theory) <= tol
 
 
 RULE_NAMES = {"sgd": "SGD", "momentum": "momentum", "nesterov": "Nesterov", "rmsprop": "RMSProp",
@@ -520,18 +576,24 @@ FIGURE2_RULES = ("nesterov", "adam")
 FIGURE4_RULES = ("sgd", "nesterov", "rmsprop", "adam")
 
 
-def verdict_table(results: Mapping[str, Any], d_min: float = EQUILIBRIUM_D_MIN) -> pd.DataFrame:
+def verdict_table(results: Mapping[str, Any], d_min: float = EQUILIBRIUM_D_MIN,
+                  secondary_train_err: float | None = None) -> pd.DataFrame:
     """Each claim of §6 (and Table 1) that ``results`` (rule → SweepResult or (table, provenance))
     can test: theory value, measurement, standard error, the criterion of agreement and the verdict.
 
     Claims: the weight-norm exponent (Figure 1, Table 1); the λ-exponent of η_eff, measured on the
     angular update (Table 1; +pe derived, −pe as printed); the test error following the diagonals of
     constant η_eff rather than η or λ alone (Figure 2; derived and printed η_eff); λ-insensitivity of
-    normalised SGD compared with plain SGD (Figure 3); the slope of η* against λ (Figure 4)."""
+    normalised SGD compared with plain SGD (Figure 3); the slope of η* against λ (Figure 4).
+
+    With ``secondary_train_err``, each weight-norm claim gets a second, clearly labelled row fitted
+    only on the equilibrated cells whose final training error is at most that value."""
     rows: list[dict[str, Any]] = []
     tol = TOLERANCE
     scaled = {r: v for r, v in results.items() if r in NORM_EXPONENT and r != "normalized_sgd"}
     t1 = table1_network(scaled, d_min=d_min).set_index("optimizer") if scaled else None
+    t1b = (table1_network(scaled, d_min=d_min, max_train_err=secondary_train_err).set_index("optimizer")
+           if scaled and secondary_train_err is not None else None)
     for rule, result in scaled.items():
         table, meta = _table_and_meta(result)
         r = t1.loc[rule]
@@ -541,13 +603,34 @@ def verdict_table(results: Mapping[str, Any], d_min: float = EQUILIBRIUM_D_MIN) 
             f"{RULE_NAMES[rule]}: ‖W₁‖ ∝ (η/λ)^e at equilibrium", fig, r["norm_exp_theory"],
             r["norm_exp"], r["norm_exp_se"],
             f"±{tol['norm_exponent']:g}; cells with ≥ {d_min:g} relaxation times",
-            _within(r["norm_exp"], r["norm_exp_theory"], tol["norm_exponent"]), meta, n_eq))
+            agreement(r["norm_exp"], r["norm_exp_theory"], tol["norm_exponent"], r["norm_exp_se"]),
+            meta, n_eq))
+        if t1b is not None:
+            rb = t1b.loc[rule]
+            rows.append(_claim(
+                f"{RULE_NAMES[rule]}: ‖W₁‖ ∝ (η/λ)^e, secondary check on cells that learned", fig,
+                rb["norm_exp_theory"], rb["norm_exp"], rb["norm_exp_se"],
+                f"±{tol['norm_exponent']:g}; also training error ≤ {100 * secondary_train_err:g}% "
+                "(filter chosen after seeing quick results)",
+                agreement(rb["norm_exp"], rb["norm_exp_theory"], tol["norm_exponent"],
+                          rb["norm_exp_se"]), meta, int(rb["n_equilibrium"])))
+        printed_b = PRINTED_ETA_EFF_EXPONENTS.get(rule, (0, math.nan))[1]
         rows.append(_claim(
             f"{RULE_NAMES[rule]}: η_eff ∝ η^a λ^b, exponent b of λ (from the angular update)",
             "Table 1", r["eta_eff_b_theory"], r["angle_b"], r["angle_b_se"],
-            f"±{tol['eta_eff_exponent']:g}; the printed table implies "
-            f"{PRINTED_ETA_EFF_EXPONENTS.get(rule, (0, math.nan))[1]:.2f}",
-            _within(r["angle_b"], r["eta_eff_b_theory"], tol["eta_eff_exponent"]), meta, n_eq))
+            f"±{tol['eta_eff_exponent']:g}; the printed table implies {printed_b:.2f}",
+            agreement(r["angle_b"], r["eta_eff_b_theory"], tol["eta_eff_exponent"], r["angle_b_se"]),
+            meta, n_eq))
+        e1 = phase_end_epochs(table)[0]
+        if e1 != last_epoch(table):
+            r1 = table1_network({rule: result}, epoch=e1, d_min=d_min).iloc[0]
+            rows.append(_claim(
+                f"{RULE_NAMES[rule]}: η_eff ∝ η^a λ^b, exponent b, secondary: angle at the end of "
+                f"the first η phase (epoch {e1})", "Table 1", r1["eta_eff_b_theory"], r1["angle_b"],
+                r1["angle_b_se"], f"±{tol['eta_eff_exponent']:g}; the printed table implies "
+                f"{printed_b:.2f}",
+                agreement(r1["angle_b"], r1["eta_eff_b_theory"], tol["eta_eff_exponent"],
+                        r1["angle_b_se"]), meta, int(r1["n_equilibrium"])))
         if rule in FIGURE2_RULES:
             for label, exps in (("derived", ETA_EFF_EXPONENTS[rule]),
                                 ("as printed", PRINTED_ETA_EFF_EXPONENTS[rule])):
@@ -567,7 +650,9 @@ def verdict_table(results: Mapping[str, Any], d_min: float = EQUILIBRIUM_D_MIN) 
                 f"{RULE_NAMES[rule]}: η* ∝ λ^s (η* on the validation split)", "Figure 4",
                 best_lr_slope_theory(rule), fit.slope, fit.stderr,
                 f"±{tol['best_lr_slope']:g}; {int(per_lam['edge'].sum())} λ with η* on the grid edge "
-                "left out", fit.agrees(best_lr_slope_theory(rule), tol["best_lr_slope"]), meta, fit.n))
+                "left out",
+                agreement(fit.slope, best_lr_slope_theory(rule), tol["best_lr_slope"], fit.stderr),
+                meta, fit.n))
     if "normalized_sgd" in results:
         table, meta = _table_and_meta(results["normalized_sgd"])
         s_norm, per_eta = lambda_sensitivity(table)

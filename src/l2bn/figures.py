@@ -79,7 +79,10 @@ PLAIN = FuncFormatter(lambda v, _: f"{v:.3g}")
 
 def plain_log_ticks(axis: Any, lo: float, hi: float) -> None:
     """Label a logarithmic axis over [lo, hi] with plain numbers (0.5, 2, 10) rather than powers of
-    ten; the minor ticks are labelled only when the range is under a decade, else they crowd."""
+    ten; the minor ticks are labelled only when the range is under a decade, else they crowd.
+    Ranges of three decades or more keep matplotlib's powers of ten."""
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo > 0) or hi >= 1000 * lo:
+        return
     if hi >= 10 * lo:  # 1, 2, 5, 10, 20, …: enough labels, none crowded
         axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(PLAIN)
@@ -198,7 +201,7 @@ def grid_heatmap(
     sns.heatmap(data, ax=ax, mask=data.isna(), cmap=cmap, annot=small, fmt=fmt,
                 annot_kws={"fontsize": 7}, linewidths=0.5, linecolor="white",
                 cbar_kws={"label": cbar_label}, **kw)
-    if "norm" in kw and finite.max() / finite.min() < 1e3:
+    if "norm" in kw:
         plain_log_ticks(ax.collections[0].colorbar.ax.yaxis, finite.min(), finite.max())
     if diverged is not None:
         div = diverged.reindex(index=data.index, columns=data.columns).fillna(False).to_numpy(bool)
@@ -230,7 +233,7 @@ def draw_diagonals(
     de = (le[-1] - le[0]) / (len(le) - 1) if len(le) > 1 else 1.0
     dl = (ll[-1] - ll[0]) / (len(ll) - 1) if len(ll) > 1 else 1.0
     a, b = exponents
-    classes = np.unique(np.round(a * le[:, None] + b * ll[None, :], 6))
+    classes = np.unique(analysis.diagonal_classes((a * le[:, None] + b * ll[None, :]).ravel()))
     if len(classes) > max_lines:  # every k-th diagonal, evenly spaced
         classes = classes[:: math.ceil(len(classes) / max_lines)]
     xlim, ylim = ax.get_xlim(), ax.get_ylim()
@@ -425,6 +428,8 @@ def best_lr_figure(results: Mapping[str, Any], column: str = "val_err") -> plt.F
         ax.plot([], [], color="0.4", ls="--", label="theory slope")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        lo, hi = ax.get_ylim()
+        plain_log_ticks(ax.yaxis, lo, hi)
         ax.set_xlabel("λ (L2 coefficient)")
         ax.set_ylabel("η* (best learning rate on the validation split)")
         ax.set_title(title, fontsize=10)

@@ -12,7 +12,8 @@ Mapping to ``torch.optim`` (checked step for step in the tests):
   rmsprop        RMSprop(lr=η, alpha=ρ, eps=ε, weight_decay=2λ)   ε added outside the square root
   adam           Adam(lr=η, betas=(ρ₁, ρ₂), eps=ε, weight_decay=2λ)
   adamw          AdamW(lr=η, betas=(ρ₁, ρ₂), eps=ε, weight_decay=2λ): w ← (1 − 2ηλ)w, then Adam on ∇L
-  normalized_sgd sgd, then every unit rescaled to ‖w‖ = 1 (§5.5)
+  normalized_sgd sgd, then every unit rescaled to ‖w‖ = 1 (§5.5): the conv units and the rows of
+                 the classifier, so that no weight keeps a scale for λ to act on
 """
 
 from __future__ import annotations
@@ -100,8 +101,9 @@ class GridOptimizer:
     """One update rule applied to M stacked models, model m with its own η_m and λ_m.
 
     ``params`` is a list of (name, parameter, role) with roles as in ``WideNet.param_roles``: λ acts
-    on ``unit`` and ``classifier`` parameters, never on ``affine`` ones (γ, β). Models whose entry of
-    ``alive`` is False are frozen: neither their weights nor their optimiser state change.
+    on ``unit`` and ``classifier`` parameters, never on ``affine`` ones (γ, β); normalised SGD keeps
+    both ``unit`` and ``classifier`` rows at norm 1. Models whose entry of ``alive`` is False are
+    frozen: neither their weights nor their optimiser state change.
     """
 
     def __init__(
@@ -134,7 +136,7 @@ class GridOptimizer:
             eta = (self.eta * lr_scale).view(shape)
             lam = self.lam.view(shape) if role != "affine" else torch.zeros_like(eta)
             new, state = RULES[self.rule](p, p.grad, self.state[name], eta, lam, self.t, self.hp)
-            if self.rule == "normalized_sgd" and role == "unit":
+            if self.rule == "normalized_sgd" and role != "affine":
                 normalize_units_(new)
             keep = alive.view(shape)
             if role == "unit":

@@ -23,8 +23,9 @@ def _decades(lo: int, hi: int, per_decade: int = 1) -> list[float]:
 
 # Learning-rate grids come per family of update rules. Momentum ρ = 0.9 multiplies the step by
 # 1/(1 − ρ) = 10, so plain SGD needs ten times the η of momentum; adaptive rules normalise the
-# gradient and need far smaller η.
-LR_FAMILY = {"sgd": "sgd", "normalized_sgd": "sgd", "momentum": "momentum", "nesterov": "momentum",
+# gradient and need far smaller η. Normalised SGD works at ‖w‖ = 1, where η_eff = η, so it needs
+# the η at which plain SGD's unit-norm steps are taken (η/‖w‖² with ‖w‖ of order 3).
+LR_FAMILY = {"sgd": "sgd", "normalized_sgd": "normalized", "momentum": "momentum", "nesterov": "momentum",
              "rmsprop": "adaptive", "adam": "adaptive", "adamw": "adaptive"}
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -36,7 +37,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "widths": (4, 8, 8, 16),  # output channels of the four conv layers
         "batch_size": 64,
         "epochs": 2,
-        "lrs": {"sgd": [0.1, 1.0], "momentum": [0.01, 0.1], "adaptive": [1e-3, 1e-2]},
+        "lrs": {"sgd": [0.1, 1.0], "momentum": [0.01, 0.1], "normalized": [0.01, 0.1],
+                "adaptive": [1e-3, 1e-2]},
         "l2s": [1e-3, 1e-2],
     },
     # The CPU teaching profile: every chapter of the book within minutes on two cores. The weight
@@ -46,12 +48,12 @@ PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
         "n_train": 2048,
         "n_val": 1024,
-        "n_test": 2048,
+        "n_test": 1024,
         "widths": (8, 16, 32, 64),
         "batch_size": 64,
         "epochs": 10,
         "lrs": {"sgd": _decades(-1, 1, 2), "momentum": _decades(-2, 0, 2),
-                "adaptive": _decades(-3, -1, 2)},
+                "normalized": _decades(-2, 0, 2), "adaptive": _decades(-3, -1, 2)},
         "l2s": _decades(-3, -1, 2),  # 5 × 5 = 25 models per update rule
     },
     # The paper's setting (§6): full CIFAR-10, 100 epochs, batch 128; meant for a GPU.
@@ -64,7 +66,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "epochs": 100,
         # 7 × 7 = 49 models per update rule, half a decade apart.
         "lrs": {"sgd": _decades(-2, 1, 2), "momentum": _decades(-3, 0, 2),
-                "adaptive": _decades(-5, -2, 2)},
+                "normalized": _decades(-3, 0, 2), "adaptive": _decades(-5, -2, 2)},
         "l2s": _decades(-5, -2, 2),
     },
 }
