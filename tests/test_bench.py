@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from l2bn.bench import paper_model_epochs, run_bench, train_flops_per_image
+from l2bn.bench import figure_model_epochs, run_bench, train_flops_per_image
 from l2bn.cli import main
 from l2bn.profiles import get_profile
 
@@ -18,10 +18,11 @@ def test_flops_follow_the_architecture():
     assert train_flops_per_image((32, 64, 128, 256)) == 3 * fwd
 
 
-def test_paper_model_epochs_counts_every_figure_grid():
-    p = get_profile("paper")
-    per_rule = len(p["lrs"]["sgd"]) * len(p["l2s"])
-    assert paper_model_epochs() == 5 * per_rule * p["epochs"]
+@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+def test_figure_model_epochs_counts_every_figure_grid(profile):
+    p = get_profile(profile)
+    per_rule = len(p["lrs"]["sgd"]) * len(p["l2s"])  # every family's grid has the same size
+    assert figure_model_epochs(profile) == 5 * per_rule * p["epochs"]
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,8 @@ def test_report_numbers_are_consistent(report):
         if r["variant"] == "separate":
             assert r["vs_separate"] == pytest.approx(1.0)
     best = max((r for r in report["rows"] if r["M"] == 3), key=lambda r: r["model_epochs_per_s"])
-    assert report["projected_paper_s"] == pytest.approx(paper_model_epochs() / best["model_epochs_per_s"])
+    assert report["figure_model_epochs"] == figure_model_epochs("smoke")
+    assert report["projected_s"] == pytest.approx(figure_model_epochs("smoke") / best["model_epochs_per_s"])
     assert report["precision"] == "fp32"
     assert "projected" in report["summary"] and "model-epochs/s" in report["summary"]
 
