@@ -35,7 +35,7 @@ learned_err = 0.8  # secondary check: fit only cells whose final training error 
 # %% [markdown]
 # ## The runs
 #
-# One sweep per update rule, on the profile's default grid. `run_sweep` loads a stored result when
+# One sweep per update rule, on the profile's default grid. `sweep_results` loads a stored result when
 # an identical one exists in `data/results` (same spec, same training code, same data; the device
 # does not enter the key), so a grid computed elsewhere, for instance the paper profile on a GPU,
 # is used here without retraining. Otherwise it trains the grid, with a progress bar.
@@ -47,18 +47,12 @@ from IPython.display import Markdown
 from myst_nb import glue
 
 from l2bn import analysis, figures
-from l2bn.results import run_sweep
-from l2bn.train import SweepSpec
+from l2bn.results import sweep_results
 
-rules = list(dict.fromkeys(["nesterov", "adam", *optimizers]))  # the prose below needs these two
+rules = ["nesterov", "adam", *optimizers]  # the prose below needs these two; repeats are dropped
 if profile == "paper":
-    rules = list(dict.fromkeys([*rules, "sgd", "rmsprop"]))
-results = {
-    rule: run_sweep(SweepSpec.from_profile(profile, rule, dataset), device=device, progress=True)
-    for rule in rules
-}
-for r in results.values():  # one row per model and epoch, as the analysis expects
-    assert len(r.table) == r.table["model"].nunique() * r.table["epoch"].nunique()
+    rules += ["sgd", "rmsprop"]
+results = sweep_results(profile, rules, dataset, device)  # cached, or trained with a progress bar
 
 # %% [markdown]
 # ## When is a norm at equilibrium?

@@ -51,18 +51,12 @@ from IPython.display import Markdown
 from myst_nb import glue
 
 from l2bn import analysis, figures
-from l2bn.results import run_sweep
-from l2bn.train import SweepSpec
+from l2bn.results import sweep_results
 
-rules = list(dict.fromkeys(["nesterov", "adam", *optimizers]))  # the prose below needs these two
+rules = ["nesterov", "adam", *optimizers]  # the prose below needs these two; repeats are dropped
 if profile == "paper":
-    rules = list(dict.fromkeys([*rules, "sgd", "rmsprop"]))
-results = {
-    rule: run_sweep(SweepSpec.from_profile(profile, rule, dataset), device=device, progress=True)
-    for rule in rules
-}
-for r in results.values():  # one row per model and epoch, as the analysis expects
-    assert len(r.table) == r.table["model"].nunique() * r.table["epoch"].nunique()
+    rules += ["sgd", "rmsprop"]
+results = sweep_results(profile, rules, dataset, device)  # cached, or trained with a progress bar
 
 # %% [markdown]
 # ## Measuring "constant along the diagonals"

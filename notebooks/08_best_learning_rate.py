@@ -38,16 +38,10 @@ from IPython.display import Markdown
 from myst_nb import glue
 
 from l2bn import analysis, figures
-from l2bn.results import run_sweep
-from l2bn.train import SweepSpec
+from l2bn.results import sweep_results
 
-rules = list(dict.fromkeys(["sgd", "nesterov", "rmsprop", "adam", *optimizers]))  # prose needs these
-results = {
-    rule: run_sweep(SweepSpec.from_profile(profile, rule, dataset), device=device, progress=True)
-    for rule in rules
-}
-for r in results.values():  # one row per model and epoch, as the analysis expects
-    assert len(r.table) == r.table["model"].nunique() * r.table["epoch"].nunique()
+rules = ["sgd", "nesterov", "rmsprop", "adam", *optimizers]  # the prose needs these four
+results = sweep_results(profile, rules, dataset, device)  # cached, or trained with a progress bar
 
 # %% [markdown]
 # ## Choosing η* without looking at the test set

@@ -38,13 +38,9 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from l2bn import analysis, figures
-from l2bn.results import run_sweep
-from l2bn.train import SweepSpec
+from l2bn.results import sweep_results
 
-results = {
-    rule: run_sweep(SweepSpec.from_profile(profile, rule, dataset), device=device, progress=True)
-    for rule in optimizers
-}
+results = sweep_results(profile, optimizers, dataset, device)
 
 # %% [markdown]
 # ## Table 1 on the network

@@ -345,3 +345,19 @@ def list_results(out: Path | str | None = None) -> list[dict[str, Any]]:
             rows.append({"file": meta_path.name, "optimizer": "damaged sidecar"})
     return rows
 
+
+def sweep_results(
+    profile: str, rules: list[str], dataset: str, device: str = "auto", progress: bool = True
+) -> dict[str, SweepResult]:
+    """One result per update rule in ``rules``, each on ``profile``'s default grid: loaded from the
+    cache, or trained (with a progress bar) when missing. Every table is checked to hold exactly
+    one row per model and epoch, the shape the analysis expects."""
+    results = {}
+    for rule in dict.fromkeys(rules):  # in order, without repeats
+        result = run_sweep(SweepSpec.from_profile(profile, rule, dataset), device=device,
+                           progress=progress)
+        t = result.table
+        if len(t) != t["model"].nunique() * t["epoch"].nunique():
+            raise ValueError(f"results: {result.path} does not hold one row per model and epoch")
+        results[rule] = result
+    return results
