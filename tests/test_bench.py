@@ -54,7 +54,7 @@ def test_report_numbers_are_consistent(report):
     best = max((r for r in report["rows"] if r["M"] == 3), key=lambda r: r["model_epochs_per_s"])
     assert report["figure_model_epochs"] == figure_model_epochs("smoke")
     assert report["projected_s"] == pytest.approx(figure_model_epochs("smoke") / best["model_epochs_per_s"])
-    assert report["precision"] == "fp32"
+    assert report["precision"] == "fp32" and "fp32 matmul" in report["summary"]
     assert "projected" in report["summary"] and "model-epochs/s" in report["summary"]
 
 
@@ -72,3 +72,10 @@ def test_cli_bench_prints_table_and_writes_json(tmp_path, capsys):
 def test_bench_rejects_bad_model_counts():
     with pytest.raises(ValueError, match="^ms:"):
         run_bench("smoke", ms=(0,), device="cpu")
+
+
+def test_bench_in_bf16_states_its_precision():
+    report = run_bench("smoke", ms=(2,), device="cpu", steps=1, repeats=1, variants=("wide",),
+                       precision="bf16")
+    assert report["precision"] == "bf16" and "bf16" in report["summary"]
+    assert math.isfinite(report["rows"][0]["model_epochs_per_s"])

@@ -55,7 +55,7 @@ CLI_EPOCHS = 4
 # Every parameter a validation message may name (the text before the first colon).
 PARAMS = {"optimizer", "profile", "dataset", "device", "impl", "lrs", "l2s", "epochs", "batch_size",
           "n_train", "n_val", "n_test", "widths", "norm", "seed", "augment", "hyper", "out", "spec",
-          "data"}
+          "data", "precision"}
 TIME_FIELDS = {"started", "finished", "session_wall_time_s", "wall_time_s", "sidecar_sha256"}
 
 

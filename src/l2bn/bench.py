@@ -10,7 +10,8 @@ random uint8 images of CIFAR-10's size (speed does not depend on the pixels):
 Warm-up steps are excluded, each figure is the median of several timed repeats, and CUDA is timed
 with synchronisation. FLOPs come from the architecture: 2·H·W·C_in·C_out·9 per convolution, ×3 for
 a training step. The reference peak is measured on the spot (a large fp32 matrix product), so the
-fraction of peak is relative to what this device reaches in its best case.
+fraction of peak is relative to what this device reaches in its best case at that precision
+(fp32; tf32, TF32 tensor cores on a GPU; bf16, bfloat16 autocast with float32 master weights).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .data import translate_flip
 from .model import WideNet
 from .optim import GridOptimizer
 from .profiles import OPTIMIZERS, default_grid, get_profile
-from .train import MAX_SHIFT, resolve_device, to_input, train_step
+from .train import MAX_SHIFT, PRECISIONS, numeric_precision, resolve_device, to_input, train_step
 
 # The update rules whose grids Figures 1–4 need: the runs a full reproduction makes.
 FIGURE_RULES = ("sgd", "nesterov", "rmsprop", "adam", "normalized_sgd")
@@ -43,10 +44,12 @@ def train_flops_per_image(widths: tuple[int, ...], size: int = 32) -> float:
     return 3 * flops
 
 
-def measured_peak_tflops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
-    """fp32 TFLOP/s of a large matrix product on ``device``: the stated reference peak."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+def measured_peak_tflops(device: torch.device, precision: str = "fp32", n: int = 2048,
+                         repeats: int = 5) -> float:
+    """TFLOP/s of a large matrix product on ``device`` at ``precision``: the stated reference peak."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     times = []
     for _ in range(repeats + 1):
         _sync(device)
@@ -83,7 +86,7 @@ def _time_steps(step, device: torch.device, steps: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _variant_step(variant: str, m: int, widths, batch: int, device, optimizer: str):
+def _variant_step(variant: str, m: int, widths, batch: int, device, optimizer: str, precision: str):
     """A closure doing one training step of ``variant`` for ``m`` models."""
     gen = torch.Generator(device=device).manual_seed(0)
     x_u8 = torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8, device=device)
@@ -97,14 +100,16 @@ def _variant_step(variant: str, m: int, widths, batch: int, device, optimizer: s
         eta = torch.full((m,), 0.01, device=device)
         opt = GridOptimizer(optimizer, net.param_roles(), eta, torch.full((m,), 1e-4, device=device))
         alive = torch.ones(m, dtype=torch.bool, device=device)
-        return lambda: train_step(net, opt, batch_in(), y, 1.0, alive)
+        return lambda: train_step(net, opt, batch_in(), y, 1.0, alive, precision)
     nets = [WideNet(1, widths).to(device) for _ in range(m)]
     opts = [torch.optim.SGD(n.parameters(), lr=0.01, momentum=0.9, nesterov=True,
                             weight_decay=2e-4) for n in nets]
 
     def separate():
         for net, opt in zip(nets, opts, strict=True):
-            loss = torch.nn.functional.cross_entropy(net(batch_in())[0], y)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                logits = net(batch_in())[0]
+            loss = torch.nn.functional.cross_entropy(logits.float(), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -126,11 +131,14 @@ def run_bench(
     repeats: int = 3,
     optimizer: str = "nesterov",
     variants: tuple[str, ...] = ("wide", "loop", "separate"),
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Time each variant for each M on ``profile``'s network and batch size; return the rows and a
     one-line summary."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer: unknown update rule {optimizer!r}; choose one of {OPTIMIZERS}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: unknown precision {precision!r}; choose one of {PRECISIONS}")
     if not ms or any(m < 1 for m in ms):
         raise ValueError(f"ms: model counts must be positive integers; got {ms}")
     dev = resolve_device(device)
@@ -138,16 +146,17 @@ def run_bench(
     widths, batch = tuple(p["widths"]), p["batch_size"]
     steps_per_epoch = p["n_train"] // batch
     flops_img = train_flops_per_image(widths)
-    peak = measured_peak_tflops(dev)
-    precision = "tf32" if dev.type == "cuda" and torch.backends.cuda.matmul.allow_tf32 else "fp32"
+    with numeric_precision(precision):
+        peak = measured_peak_tflops(dev, precision)
     rows = []
     for m in ms:
         base = None
         for variant in variants:
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(dev)
-            step = _variant_step(variant, m, widths, batch, dev, optimizer)
-            sec = _time_steps(step, dev, steps, repeats)
+            step = _variant_step(variant, m, widths, batch, dev, optimizer, precision)
+            with numeric_precision(precision):
+                sec = _time_steps(step, dev, steps, repeats)
             tflops = m * batch * flops_img / sec / 1e12
             row = {
                 "M": m, "variant": variant, "s_per_step": sec,
@@ -171,7 +180,7 @@ def run_bench(
         f"{best['variant']} with {best['model_epochs_per_s']:.3g} model-epochs/s "
         f"({best.get('vs_separate', float('nan')):.2g}× separate, "
         f"{best['tflops']:.3g} TFLOP/s = {best['peak_fraction']:.1%} of a measured "
-        f"{peak:.3g} TFLOP/s fp32 matmul); {profile} profile's Figures 1–4 "
+        f"{peak:.3g} TFLOP/s {precision} matmul); {profile} profile's Figures 1–4 "
         f"({model_epochs} model-epochs of training) projected at {projected_s / 60:.3g} min"
     )
     return {"device": str(dev), "profile": profile, "widths": widths, "batch_size": batch,

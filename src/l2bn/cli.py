@@ -13,6 +13,7 @@ import sys
 
 from .data import DatasetError, dataset_names
 from .profiles import OPTIMIZERS, PROFILES
+from .train import PRECISIONS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="L2 strengths λ (objective + λ‖w‖²), comma-separated, increasing")
     sw.add_argument("--epochs", type=_int, help="epochs (default from the profile)")
     sw.add_argument("--seed", type=_int, default=0, help="seed of init, data order, augmentation")
+    sw.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                    help="fp32 (default), tf32 (GPU tensor cores) or bf16 (autocast, fp32 master weights)")
     sw.add_argument("--norm", default="batch", choices=("batch", "weight", "layer", "none"),
                     help="normalisation after each conv; default batch")
     sw.add_argument("--impl", default="auto", choices=("auto", "wide", "loop"),
@@ -86,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--ms", type=_ints, default=[1, 7, 49], help="model counts; default 1,7,49")
     bench.add_argument("--steps", type=_int, default=5, help="steps per timed repeat")
     bench.add_argument("--repeats", type=_int, default=3, help="timed repeats (median reported)")
+    bench.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp32, tf32 or bf16")
     bench.add_argument("--json", help="also write the report to this JSON file")
     return parser
 
@@ -95,7 +99,8 @@ def _sweep(args: argparse.Namespace) -> None:
     from .train import SweepSpec, validate_params
 
     spec = SweepSpec.from_profile(args.profile, args.optimizer, args.dataset, lrs=args.lrs,
-                                  l2s=args.l2s, epochs=args.epochs, seed=args.seed, norm=args.norm)
+                                  l2s=args.l2s, epochs=args.epochs, seed=args.seed, norm=args.norm,
+                                  precision=args.precision)
     validate_params(spec, args.device, args.impl)  # reject a bad device before any work
     result = run_sweep(spec, device=args.device, impl=args.impl, out=args.out,
                        progress=not args.no_progress, force=args.force)
@@ -143,7 +148,8 @@ def _bench(args: argparse.Namespace) -> None:
             raise ValueError(f"{name}: must be a positive integer; got {getattr(args, name)}")
     if args.json and not Path(args.json).resolve().parent.is_dir():
         raise ValueError(f"json: the folder of {args.json} does not exist")
-    report = run_bench(args.profile, tuple(args.ms), args.device, args.steps, args.repeats)
+    report = run_bench(args.profile, tuple(args.ms), args.device, args.steps, args.repeats,
+                       precision=args.precision)
     cols = ("M", "variant", "model_epochs_per_s", "vs_separate", "tflops", "peak_fraction",
             "peak_mem_mb")
     print("  ".join(f"{c:>18}" for c in cols))

@@ -101,7 +101,7 @@ def spec_command(spec: SweepSpec) -> str:
     return (
         f"l2bn sweep --optimizer {spec.optimizer} --profile {spec.profile} "
         f"--dataset {spec.dataset} --lrs {grid(spec.lrs)} --l2s {grid(spec.l2s)} "
-        f"--epochs {spec.epochs} --seed {spec.seed} --norm {spec.norm}"
+        f"--epochs {spec.epochs} --seed {spec.seed} --norm {spec.norm} --precision {spec.precision}"
     )
 
 
