@@ -34,7 +34,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check src tests notebooks book
 
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=8
 
 sweep: $(STAMP)
 	$(VENV)/bin/l2bn sweep $(ARGS)

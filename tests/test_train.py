@@ -166,3 +166,26 @@ def test_bf16_autocast_tracks_fp32_and_tf32_is_fp32_on_a_cpu(make_dataset):
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="^precision: unknown precision 'fp16'"):
         SweepSpec.from_profile("smoke", "sgd", precision="fp16")
+
+
+def test_auto_impl_is_measured_once_then_remembered(make_dataset, tmp_path, monkeypatch):
+    """The wide and loop passes agree only to rounding, so a rerun must not re-race them: the first
+    measurement is kept per machine and shape, and the rerun's numbers are bitwise the same."""
+    import l2bn.train
+
+    monkeypatch.setenv("L2BN_DATA", str(tmp_path))
+    races = iter(["loop", "wide"])  # a second race would pick the other pass
+    calls = []
+
+    def race(net, x, y, repeats=5, precision="fp32"):
+        calls.append(net.n_models)
+        return next(races)
+
+    monkeypatch.setattr(l2bn.train, "choose_impl", race)
+    data = make_dataset(SIZES["n_train"], SIZES["n_val"], SIZES["n_test"], seed=5, size=16)
+    spec = SweepSpec.from_profile("smoke", "nesterov", lrs=[0.01, 0.1], l2s=[1e-3], **SIZES)
+    first, facts1 = train_grid(spec, device="cpu", data=data, progress=False)
+    again, facts2 = train_grid(spec, device="cpu", data=data, progress=False)
+    assert calls == [2] and facts1["impl"] == facts2["impl"] == "loop"
+    pd.testing.assert_frame_equal(first, again)
+    assert (tmp_path / "impl_choices.json").exists()

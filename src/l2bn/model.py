@@ -7,7 +7,7 @@ The M models of a grid are stacked along a leading dimension of every parameter.
 pass runs them as one network: the first convolution maps the shared input to M·C channels, the later
 ones are grouped convolutions (``groups=M``), and batch normalisation over M·C channels computes each
 model's statistics exactly. The *loop* forward pass runs the same stacked parameters one model at a
-time; which is faster depends on the device (see ``train.choose_impl``).
+time; which is faster depends on the device (see ``train.remembered_impl``).
 """
 
 from __future__ import annotations

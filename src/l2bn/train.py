@@ -14,6 +14,7 @@ import json
 import math
 import numbers
 import os
+import platform
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -27,7 +28,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .data import Dataset, check_dataset_name, dataset_names, load_dataset, translate_flip
+from .data import (
+    Dataset,
+    check_dataset_name,
+    data_root,
+    dataset_names,
+    load_dataset,
+    translate_flip,
+)
 from .model import NORMS, WideNet
 from .optim import GridOptimizer
 from .profiles import OPTIMIZER_DEFAULTS, OPTIMIZERS, PROFILES, default_grid, get_profile
@@ -373,19 +381,20 @@ def error_rate(
     return wrong / len(x)
 
 
-def choose_impl(net: WideNet, x: torch.Tensor, y: torch.Tensor, repeats: int = 3,
+def choose_impl(net: WideNet, x: torch.Tensor, y: torch.Tensor, repeats: int = 5,
                 precision: str = "fp32") -> str:
     """Time forward + backward of the wide and the loop pass on one batch; return the faster.
 
-    Timed on a copy, so the network's running statistics are untouched."""
+    The two are timed in alternation and each keeps its best time, so a burst of load from another
+    process slows both rather than deciding the race. Timed on a copy, so the network's running
+    statistics are untouched."""
     if net.n_models == 1:
         return "wide"
     probe = copy.deepcopy(net)
-    timing = {}
-    for impl in ("wide", "loop"):
-        probe.impl = impl
-        best = math.inf
-        for _ in range(repeats + 1):  # the first call warms up
+    timing = {"wide": math.inf, "loop": math.inf}
+    for r in range(repeats + 1):
+        for impl in timing:
+            probe.impl = impl
             if x.is_cuda:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
@@ -394,9 +403,29 @@ def choose_impl(net: WideNet, x: torch.Tensor, y: torch.Tensor, repeats: int = 3
             F.cross_entropy(logits.float().flatten(0, 1), y.repeat(net.n_models)).backward()
             if x.is_cuda:
                 torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - t0)
-        timing[impl] = best
+            if r:  # the first round warms up
+                timing[impl] = min(timing[impl], time.perf_counter() - t0)
     return min(timing, key=timing.get)
+
+
+def remembered_impl(net: WideNet, x: torch.Tensor, y: torch.Tensor, precision: str) -> str:
+    """``choose_impl``, measured once per machine, device and network shape and then remembered in
+    ``data/impl_choices.json``. The two passes agree only to rounding, which training amplifies, so
+    a spec rerun on the same machine must take the same pass to give the same numbers."""
+    dev = x.device
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu×{torch.get_num_threads()}"
+    key = (f"{platform.node()}|{name}|torch {torch.__version__}|M={net.n_models}|widths={net.widths}|"
+           f"norm={net.norm}|batch={len(x)}|{precision}")
+    path = data_root() / "impl_choices.json"
+    try:
+        choices = json.loads(path.read_text())
+    except (OSError, ValueError):
+        choices = {}
+    if not isinstance(choices, dict) or choices.get(key) not in ("wide", "loop"):
+        choices = choices if isinstance(choices, dict) else {}
+        choices[key] = choose_impl(net, x, y, precision=precision)
+        atomic_write(path, json.dumps(choices, indent=1, sort_keys=True).encode())
+    return choices[key]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -570,7 +599,7 @@ def train_grid(
         x0 = to_input(data.x_train[: spec.batch_size], mean, std)
         if impl == "auto":
             with numeric_precision(spec.precision):
-                impl = choose_impl(net, x0, data.y_train[: spec.batch_size], precision=spec.precision)
+                impl = remembered_impl(net, x0, data.y_train[: spec.batch_size], spec.precision)
         net.impl = impl
 
     with numeric_precision(spec.precision):
