@@ -39,6 +39,7 @@ from myst_nb import glue
 
 from l2bn import analysis, figures
 from l2bn.results import sweep_results
+from l2bn.theory import make_toy, measure_update_rules
 
 results = sweep_results(profile, optimizers, dataset, device)
 
@@ -59,16 +60,9 @@ results = sweep_results(profile, optimizers, dataset, device)
 # Figure 2 for the misprint in the paper's table).
 
 # %%
-try:  # the toy measurements of the theory chapter
-    from l2bn.theory import make_toy, measure_update_rules
-
-    toy, _ = measure_update_rules(make_toy(), rules=optimizers, steps=toy_steps)
-    toy = toy.set_index("rule")
-    toy_source = f"toy unit, {toy_steps} steps (l2bn.theory.measure_update_rules)"
-except ImportError:  # PENDING: the lead wires the toy column once l2bn.theory provides it
-    toy = pd.DataFrame(index=optimizers, columns=["e_measured", "eff_eta_measured", "eff_lam_measured"],
-                       dtype=float)
-    toy_source = "pending (l2bn.theory not available)"
+toy, _ = measure_update_rules(make_toy(), rules=optimizers, steps=toy_steps)  # the theory chapter's toy
+toy = toy.set_index("rule")
+toy_source = f"toy unit, {toy_steps} steps (l2bn.theory.measure_update_rules)"
 
 first_end = analysis.phase_end_epochs(results[optimizers[0]].table)[0]
 net = analysis.table1_network(results).set_index("optimizer")

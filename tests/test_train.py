@@ -44,6 +44,15 @@ def by_model(table: pd.DataFrame, models) -> pd.DataFrame:
     return table[table.model.isin(models)].sort_values(["model", "epoch"]).reset_index(drop=True)
 
 
+def assert_equal_to_rounding(rows: pd.DataFrame, other: pd.DataFrame, obj: str = "") -> None:
+    """The same training up to float rounding: the continuous metrics to 1e-4 relative, the error
+    rates to one image (an argmax decision can flip on rounding)."""
+    pd.testing.assert_frame_equal(rows[CONTINUOUS], other[CONTINUOUS], check_exact=False,
+                                  rtol=1e-4, atol=1e-7, obj=obj)
+    pd.testing.assert_frame_equal(rows[ERRORS], other[ERRORS], check_exact=False, rtol=0,
+                                  atol=1.01 / SIZES["batch_size"], obj=obj)
+
+
 # ---------------------------------------------------------------------------------------------
 # M models at once = M runs of one model
 # ---------------------------------------------------------------------------------------------
@@ -62,11 +71,7 @@ def test_a_grid_equals_separate_single_model_runs(run, impl):
         assert (rows.lr == lr).all() and (rows.l2 == l2).all()
         single = by_model(run("momentum", (lr,), (l2,), "wide"), [0])  # one model: no loop
         assert list(rows.epoch) == list(single.epoch) == list(range(1, SIZES["epochs"] + 1))
-        pd.testing.assert_frame_equal(rows[CONTINUOUS], single[CONTINUOUS], check_exact=False,
-                                      rtol=1e-4, atol=1e-7, obj=f"model {model} (η={lr}, λ={l2})")
-        # Error rates count argmax decisions: allow one image's worth of difference from rounding.
-        pd.testing.assert_frame_equal(rows[ERRORS], single[ERRORS], check_exact=False, rtol=0,
-                                      atol=1.01 / SIZES["batch_size"])
+        assert_equal_to_rounding(rows, single, obj=f"model {model} (η={lr}, λ={l2})")
     # The models really differ from each other, so matching each to its own run means something.
     last = grid[grid.epoch == SIZES["epochs"]]
     assert last.unit_norm_0.nunique() == len(last) and last.train_loss.nunique() == len(last)
@@ -98,11 +103,22 @@ def test_a_diverging_model_is_marked_and_harms_no_other(run, impl):
     pd.testing.assert_frame_equal(good, by_model(benign, KEEP), check_exact=True)
 
 
-@pytest.mark.parametrize("impl", ["wide", "loop"])
-def test_a_diverging_model_changes_nothing_compared_to_leaving_it_out(run, impl):
-    diverged = run("sgd", (0.03, 0.3, HUGE), (1e-2,), impl)
-    without = run("sgd", (0.03, 0.3), (1e-2,), impl)
+def test_a_diverging_model_changes_nothing_compared_to_leaving_it_out_loop(run):
+    """The loop pass runs each model at its own shape, so leaving a model out changes no arithmetic:
+    bitwise the same."""
+    diverged = run("sgd", (0.03, 0.3, HUGE), (1e-2,), "loop")
+    without = run("sgd", (0.03, 0.3), (1e-2,), "loop")
     pd.testing.assert_frame_equal(by_model(diverged, KEEP), by_model(without, KEEP), check_exact=True)
+
+
+def test_a_diverging_model_changes_nothing_compared_to_leaving_it_out_wide(run):
+    """In the wide pass, M sets the number of channels, and oneDNN's convolution gradients block
+    (and so round) differently for different channel counts even when no model diverges: leaving a
+    model out agrees to rounding. Isolation itself is bitwise (the test above, at the same M)."""
+    diverged = by_model(run("sgd", (0.03, 0.3, HUGE), (1e-2,), "wide"), KEEP)
+    without = by_model(run("sgd", (0.03, 0.3), (1e-2,), "wide"), KEEP)
+    assert not diverged.diverged.any()
+    assert_equal_to_rounding(diverged, without)
 
 
 @pytest.mark.parametrize("impl", ["wide", "loop"])
