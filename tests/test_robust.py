@@ -451,6 +451,29 @@ def test_a_held_lock_refuses_in_process_and_writes_nothing(files, tmp_path):
     assert not res.reused
 
 
+def test_grids_trained_side_by_side_equal_grids_trained_here(files, private_data_root, tmp_path):
+    """Two missing grids trained in two worker processes store the same tables, bit for bit, as the
+    same specs trained in this process on as many threads (one); a stored grid is not retrained."""
+    specs = [tiny_spec(files["tiny"], optimizer=rule) for rule in ("sgd", "adam")]
+    l2bn.results.train_side_by_side(specs, device="cpu", progress=False, jobs=2)
+    stored = [load_result(result_path(s), spec=s) for s in specs]
+    assert all(r is not None for r in stored)
+    assert {r.provenance["threads"] for r in stored} == {1}
+    for spec, r in zip(specs, stored, strict=True):
+        here, _ = sweep(spec, tmp_path / "here", impl="auto")
+        assert not here.reused
+        pd.testing.assert_frame_equal(r.table, here.table, check_exact=True)
+    before = listing(private_data_root / "results")
+    l2bn.results.train_side_by_side(specs, device="cpu", progress=False, jobs=2)
+    assert listing(private_data_root / "results") == before
+
+
+def test_a_failing_grid_side_by_side_raises_its_own_error(files):
+    specs = [tiny_spec(files["tiny"]), tiny_spec(files["missing_array"], optimizer="adam")]
+    with pytest.raises(DatasetError, match="^dataset:"):
+        l2bn.results.train_side_by_side(specs, device="cpu", progress=False, jobs=2)
+
+
 # ---------------------------------------------------------------------------------------------
 # In-process interruption: what a checkpoint holds, resuming keeps impl and divergence
 # ---------------------------------------------------------------------------------------------

@@ -346,16 +346,72 @@ def list_results(out: Path | str | None = None) -> list[dict[str, Any]]:
     return rows
 
 
+def _train_in_worker(spec: SweepSpec, device: str, threads: int) -> None:
+    """Compute one result in a worker process of ``train_side_by_side``, on ``threads`` threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    run_sweep(spec, device=device, progress=False, log=lambda _: None)
+
+
+def _epochs_done(spec: SweepSpec) -> int:
+    """Epochs of ``spec`` finished so far, read from its checkpoint's checksum file (0 if none)."""
+    path = result_path(spec)
+    if path.exists():
+        return spec.epochs
+    try:
+        return int(json.loads(checkpoint_sidecar(checkpoint_path(path)).read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def train_side_by_side(specs: list[SweepSpec], device: str = "auto", progress: bool = True,
+                       jobs: int | None = None) -> None:
+    """Train the specs that have no stored result at the same time, one worker process each, on a
+    CPU: the quick profile's small convolutions use a second thread poorly (a grid runs about 10%
+    faster on two threads than on one) but two grids run side by side nearly twice as fast. ``jobs``
+    defaults to the number of torch threads on a CPU and to 1 on a GPU; each worker gets an equal
+    share of the threads. With fewer than two jobs this does nothing and ``run_sweep`` trains the
+    specs one by one. The progress bar counts epochs, read from the workers' checkpoints."""
+    import multiprocessing
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    import torch
+    from tqdm import tqdm
+
+    dev = validate_params(specs[0], device) if specs else None
+    missing = [s for s in specs if load_result(result_path(s), lambda _: None, s) is None]
+    cores = torch.get_num_threads()
+    if jobs is None:
+        jobs = cores if dev is not None and dev.type == "cpu" else 1
+    jobs = min(jobs, len(missing))
+    if jobs < 2:
+        return
+    total = sum(s.epochs for s in missing)
+    with (ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool,
+          tqdm(total=total, desc=f"{len(missing)} grids, {jobs} at a time", unit="epoch",
+               disable=not progress) as bar):
+        pending = {pool.submit(_train_in_worker, s, device, max(1, cores // jobs)) for s in missing}
+        while pending:
+            done, pending = wait(pending, timeout=2, return_when=FIRST_EXCEPTION)
+            for future in done:
+                future.result()  # a worker's error is raised here, as if trained in this process
+            bar.update(sum(_epochs_done(s) for s in missing) - bar.n)
+
+
 def sweep_results(
     profile: str, rules: list[str], dataset: str, device: str = "auto", progress: bool = True
 ) -> dict[str, SweepResult]:
     """One result per update rule in ``rules``, each on ``profile``'s default grid: loaded from the
-    cache, or trained (with a progress bar) when missing. Every table is checked to hold exactly
-    one row per model and epoch, the shape the analysis expects."""
+    cache, or trained (with a progress bar) when missing, side by side on a CPU
+    (``train_side_by_side``). Every table is checked to hold exactly one row per model and epoch,
+    the shape the analysis expects."""
+    specs = [SweepSpec.from_profile(profile, rule, dataset) for rule in dict.fromkeys(rules)]
+    train_side_by_side(specs, device, progress)
     results = {}
-    for rule in dict.fromkeys(rules):  # in order, without repeats
-        result = run_sweep(SweepSpec.from_profile(profile, rule, dataset), device=device,
-                           progress=progress)
+    for spec in specs:  # in order, without repeats
+        rule = spec.optimizer
+        result = run_sweep(spec, device=device, progress=progress)
         t = result.table
         if len(t) != t["model"].nunique() * t["epoch"].nunique():
             raise ValueError(f"results: {result.path} does not hold one row per model and epoch")
