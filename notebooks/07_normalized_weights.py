@@ -35,8 +35,10 @@ device = "auto"  # auto, cpu or cuda
 compare_with = "sgd"  # the same grid without renormalisation, for contrast
 
 # %% [markdown]
-# Two sweeps on the same $(\eta, \lambda)$ grid: normalised SGD, and plain SGD as the contrast
-# (both are loaded from `data/results` when an identical run exists, from any machine).
+# Two sweeps over the same $\lambda$ grid, each with its own family's $\eta$ grid (normalised SGD
+# works at unit norm and needs smaller $\eta$, see `l2bn.profiles`): normalised SGD, and plain SGD
+# as the contrast. Both are loaded from `data/results` when an identical run exists, from any
+# machine; otherwise they train side by side.
 
 # %%
 import matplotlib.pyplot as plt
@@ -45,12 +47,10 @@ from IPython.display import Markdown
 from myst_nb import glue
 
 from l2bn import analysis, figures
-from l2bn.results import run_sweep
-from l2bn.train import SweepSpec
+from l2bn.results import sweep_results
 
-normalized = run_sweep(SweepSpec.from_profile(profile, "normalized_sgd", dataset), device=device,
-                       progress=True)
-plain = run_sweep(SweepSpec.from_profile(profile, compare_with, dataset), device=device, progress=True)
+results = sweep_results(profile, ["normalized_sgd", compare_with], dataset, device)
+normalized, plain = results["normalized_sgd"], results[compare_with]
 
 # %% [markdown]
 # ## How much does λ move the error?
@@ -87,7 +87,7 @@ plt.show()
 
 # %% [markdown]
 # **Figure 3.** Test error (%) after the last epoch against $\lambda$, one line per learning rate.
-# Left: every unit renormalised to $\|w\| = 1$ after each step. Right: the same grid with plain SGD.
+# Left: every unit renormalised to $\|w\| = 1$ after each step. Right: plain SGD on the same $\lambda$ grid (and its own $\eta$ grid).
 # The shaded band marks the largest $\lambda$; diverged runs are marked × on the axis. {glue:md}`nw_caption`
 #
 # ## Reading the figure
