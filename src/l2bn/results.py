@@ -6,7 +6,8 @@ spec. Files are written atomically (temporary file, then rename); the sidecar, w
 the table's sha256 and its own, so a truncated or altered table or sidecar is detected, reported and
 recomputed, never loaded. While a spec is computed, an epoch checkpoint (with its own checksum file)
 lives in ``<dir>/checkpoints/`` and a lock file ``<dir>/<optimizer>-<key>.lock`` keeps a second
-process off the same spec.
+process off the same spec. ``sweep_results`` gives the chapters their grids, training the missing
+ones side by side on a CPU.
 """
 
 from __future__ import annotations
@@ -16,16 +17,20 @@ import errno
 import hashlib
 import io
 import json
+import multiprocessing
 import os
 import platform
 import subprocess
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
+from tqdm import tqdm
 
 from .data import data_root, dataset_fingerprint
 from .train import (
@@ -348,8 +353,6 @@ def list_results(out: Path | str | None = None) -> list[dict[str, Any]]:
 
 def _train_in_worker(spec: SweepSpec, device: str, threads: int) -> None:
     """Compute one result in a worker process of ``train_side_by_side``, on ``threads`` threads."""
-    import torch
-
     torch.set_num_threads(threads)
     run_sweep(spec, device=device, progress=False, log=lambda _: None)
 
@@ -373,12 +376,6 @@ def train_side_by_side(specs: list[SweepSpec], device: str = "auto", progress: b
     defaults to the number of torch threads on a CPU and to 1 on a GPU; each worker gets an equal
     share of the threads. With fewer than two jobs this does nothing and ``run_sweep`` trains the
     specs one by one. The progress bar counts epochs, read from the workers' checkpoints."""
-    import multiprocessing
-    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
-
-    import torch
-    from tqdm import tqdm
-
     dev = validate_params(specs[0], device) if specs else None
     missing = [s for s in specs if load_result(result_path(s), lambda _: None, s) is None]
     cores = torch.get_num_threads()
