@@ -468,6 +468,22 @@ def test_grids_trained_side_by_side_equal_grids_trained_here(files, private_data
     assert listing(private_data_root / "results") == before
 
 
+def test_damaged_results_are_reported_and_recomputed_side_by_side(files, capsys):
+    specs = [tiny_spec(files["tiny"], optimizer=rule) for rule in ("sgd", "adam")]
+    l2bn.results.train_side_by_side(specs, device="cpu", progress=False, jobs=2)
+    paths = [result_path(s) for s in specs]
+    good = [p.read_bytes() for p in paths]
+    for p, raw in zip(paths, good, strict=True):
+        p.write_bytes(raw[: len(raw) // 2])
+    capsys.readouterr()
+    l2bn.results.train_side_by_side(specs, device="cpu", progress=False, jobs=2)
+    out = capsys.readouterr().out
+    for spec, p, raw in zip(specs, paths, good, strict=True):
+        assert f"ignoring damaged result {p.name}" in out
+        assert load_result(p, spec=spec) is not None
+        assert p.read_bytes() == raw  # recomputed, the same numbers
+
+
 def test_a_failing_grid_side_by_side_raises_its_own_error(files):
     specs = [tiny_spec(files["tiny"]), tiny_spec(files["missing_array"], optimizer="adam")]
     with pytest.raises(DatasetError, match="^dataset:"):

@@ -354,7 +354,7 @@ def list_results(out: Path | str | None = None) -> list[dict[str, Any]]:
 def _train_in_worker(spec: SweepSpec, device: str, threads: int) -> None:
     """Compute one result in a worker process of ``train_side_by_side``, on ``threads`` threads."""
     torch.set_num_threads(threads)
-    run_sweep(spec, device=device, progress=False, log=lambda _: None)
+    run_sweep(spec, device=device, progress=False)  # its messages (resuming, ...) go to stdout
 
 
 def _epochs_done(spec: SweepSpec) -> int:
@@ -377,7 +377,7 @@ def train_side_by_side(specs: list[SweepSpec], device: str = "auto", progress: b
     share of the threads. With fewer than two jobs this does nothing and ``run_sweep`` trains the
     specs one by one. The progress bar counts epochs, read from the workers' checkpoints."""
     dev = validate_params(specs[0], device) if specs else None
-    missing = [s for s in specs if load_result(result_path(s), lambda _: None, s) is None]
+    missing = [s for s in specs if load_result(result_path(s), spec=s) is None]  # damage is reported
     cores = torch.get_num_threads()
     if jobs is None:
         jobs = cores if dev is not None and dev.type == "cpu" else 1
