@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from l2bn import analysis as A
+from l2bn.rules import get_rule
 
 LRS = [0.01, 0.1, 1.0, 10.0]
 L2S = [1e-4, 1e-3, 1e-2, 1e-1]
@@ -44,19 +45,19 @@ def meta(steps=10**6, optimizer="nesterov", profile="quick"):
 
 
 def test_eta_eff_exponents_follow_from_norm_exponents():
-    assert A.ETA_EFF_EXPONENTS["sgd"] == pytest.approx((0.5, 0.5))
-    assert A.ETA_EFF_EXPONENTS["nesterov"] == pytest.approx((0.5, 0.5))
-    assert A.ETA_EFF_EXPONENTS["adam"] == pytest.approx((2 / 3, 1 / 3))
-    assert A.ETA_EFF_EXPONENTS["normalized_sgd"] == pytest.approx((1.0, 0.0))
+    assert get_rule("sgd").eta_eff_exponents == pytest.approx((0.5, 0.5))
+    assert get_rule("nesterov").eta_eff_exponents == pytest.approx((0.5, 0.5))
+    assert get_rule("adam").eta_eff_exponents == pytest.approx((2 / 3, 1 / 3))
+    assert get_rule("normalized_sgd").eta_eff_exponents == pytest.approx((1.0, 0.0))
     # The printed table has λ in the denominator, which contradicts η* ∝ 1/λ.
-    assert A.PRINTED_ETA_EFF_EXPONENTS["sgd"][1] < 0 < A.ETA_EFF_EXPONENTS["sgd"][1]
+    assert get_rule("sgd").printed_eta_eff[1] < 0 < get_rule("sgd").eta_eff_exponents[1]
 
 
 def test_best_lr_slope_theory():
-    assert A.best_lr_slope_theory("sgd") == pytest.approx(-1.0)
-    assert A.best_lr_slope_theory("nesterov") == pytest.approx(-1.0)
-    assert A.best_lr_slope_theory("rmsprop") == pytest.approx(-0.5)
-    assert A.best_lr_slope_theory("adam") == pytest.approx(-0.5)
+    assert get_rule("sgd").best_lr_slope == pytest.approx(-1.0)
+    assert get_rule("nesterov").best_lr_slope == pytest.approx(-1.0)
+    assert get_rule("rmsprop").best_lr_slope == pytest.approx(-0.5)
+    assert get_rule("adam").best_lr_slope == pytest.approx(-0.5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,7 +197,7 @@ def test_diagonal_spread_is_zero_when_error_depends_only_on_eta_eff():
     assert dc["between_std"] > 0
     assert dc["r2_eta"] < 0.5 and dc["r2_lambda"] < 0.5
     assert dc["n_diagonals"] == 7  # log10 ηλ ∈ {−6, …, 0}
-    printed = A.diagonal_consistency(t, "nesterov", exponents=A.PRINTED_ETA_EFF_EXPONENTS["nesterov"])
+    printed = A.diagonal_consistency(t, "nesterov", exponents=get_rule("nesterov").printed_eta_eff)
     assert printed["r2_diagonal"] < 0.5
 
 
@@ -349,16 +350,16 @@ def test_best_lr_treats_diverged_as_worst():
 
 
 # ---------------------------------------------------------------------------------------------
-# Table 1 and the verdict
+# Table 1
 # ---------------------------------------------------------------------------------------------
 
 
 def _network_like(rule, norm_exp, lrs=LRS, l2s=L2S):
-    p = 2 if rule in A.SGD_FAMILY else 1
+    p = get_rule(rule).eta_eff_power
 
     def cols(lr, l2, e, s):
         norm = (lr / l2) ** norm_exp
-        star = 1e-3 * l2 ** A.best_lr_slope_theory(rule)
+        star = 1e-3 * l2 ** get_rule(rule).best_lr_slope
         return {"layer_norm_0": norm, "unit_norm_0": norm / 3, "eta_eff_0": math.nan,
                 "angle_0": lr * s / norm**p,
                 "val_err": 0.1 + 0.05 * (math.log10(lr) - math.log10(star)) ** 2,
@@ -375,60 +376,3 @@ def test_table1_network_measures_the_exponents():
     assert t1.loc["adam", "norm_exp"] == pytest.approx(1 / 3)
     assert (t1.loc["nesterov", "eta_eff_a"], t1.loc["nesterov", "eta_eff_b"]) == pytest.approx((0.5, 0.5))
     assert (t1.loc["adam", "angle_a"], t1.loc["adam", "angle_b"]) == pytest.approx((2 / 3, 1 / 3))
-
-
-def test_verdict_agrees_and_disagrees():
-    lrs = list(np.logspace(-4, 2, 13))
-    good = {"nesterov": _network_like("nesterov", 0.25, lrs), "adam": _network_like("adam", 1 / 3, lrs)}
-    v = A.verdict_table(good)
-    norm_rows = v[v["claim"].str.contains("‖W₁‖")]
-    assert (norm_rows["verdict"] == "agrees").all() and len(norm_rows) == 2
-    slope_rows = v[v["figure"] == "Figure 4"]
-    assert (slope_rows["verdict"] == "agrees").all()
-    assert set(v["profile"]) == {"quick"} and set(v["dataset"]) == {"synthetic"}
-
-    bad = {"nesterov": _network_like("nesterov", 0.5, lrs)}  # twice the predicted exponent
-    v = A.verdict_table(bad)
-    row = v[v["claim"].str.contains("‖W₁‖")].iloc[0]
-    assert row["verdict"] == "disagrees" and row["measured"] == pytest.approx(0.5)
-
-
-def test_verdict_secondary_rows_are_labelled():
-    lrs = list(np.logspace(-4, 2, 13))
-    v = A.verdict_table({"nesterov": _network_like("nesterov", 0.25, lrs)}, secondary_train_err=0.8)
-    rows = v[v["claim"].str.contains("‖W₁‖")]
-    assert len(rows) == 2 and rows["claim"].str.contains("secondary").sum() == 1
-    assert (rows["verdict"] == "agrees").all()
-
-
-def test_verdict_is_inconclusive_when_the_error_bar_exceeds_the_tolerance():
-    lrs = list(np.logspace(-4, 2, 13))
-    table, m = _network_like("nesterov", 0.25, lrs)
-    rng = np.random.default_rng(0)
-    noisy = table.copy()
-    last = noisy["epoch"] == noisy["epoch"].max()
-    noisy.loc[last, "layer_norm_0"] *= 10 ** rng.normal(0, 3.0, last.sum())  # a very noisy norm
-    row = A.verdict_table({"nesterov": (noisy, m)}).iloc[0]
-    assert row["stderr"] > A.TOLERANCE["norm_exponent"]
-    assert row["verdict"].startswith("inconclusive")
-
-
-def test_verdict_says_not_measured_without_data():
-    t = make_table([0.1], [1e-3], lambda *a: {})
-    v = A.verdict_table({"nesterov": (t, meta(steps=1))})  # one cell, far from equilibrium
-    assert (v["verdict"] == "not measured").all()
-
-
-def test_verdict_figure3_compares_with_plain_sgd():
-    def flat(lr, l2, e, s):
-        return {"test_err": 0.3 + (0.2 if l2 == L2S[-1] else 0.0)}
-
-    def steep(lr, l2, e, s):
-        return {"test_err": 0.3 + 0.05 * math.log10(l2)}
-
-    res = {"normalized_sgd": (make_table(LRS, L2S, flat, optimizer="normalized_sgd"),
-                              meta(optimizer="normalized_sgd")),
-           "sgd": (make_table(LRS, L2S, steep, optimizer="sgd"), meta(optimizer="sgd"))}
-    v = A.verdict_table(res).set_index("figure")
-    fig3 = v.loc["Figure 3"]
-    assert list(fig3["verdict"]) == ["agrees", "agrees"]

@@ -10,8 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from l2bn.optim import RULES, GridOptimizer
+from l2bn.optim import GridOptimizer
+from l2bn.rules import trainable_rules
 from l2bn.scale import normalize_units_, unit_norms
+
+RULES = trainable_rules()
 
 DT = torch.float64
 STEPS = 6

@@ -5,15 +5,15 @@ written by ``train.train_grid``) and returns numbers or small tables; nothing tr
 
 Conventions, as in the rest of the library: η is the learning rate, λ the L2 coefficient of the
 objective L + λ‖w‖² (gradient 2λw), ‖w‖ the norm of a unit's (or a layer's) weights and
-η_eff = η/‖w‖^p the step size seen by the direction w/‖w‖ (p from ``scale.EFFECTIVE_LR_POWER``).
+η_eff = η/‖w‖^p the step size seen by the direction w/‖w‖ (p from the rule's record in ``rules``).
 Diverged models are never measured: their rows carry NaN and are dropped before any fit.
 
 A note on Table 1 of the paper. Its last column prints η_eff ∝ √(η/λ) for SGD and (η²/λ)^{1/3} for
 RMSProp/ADAM, but substituting its own weight scale ‖w‖ ∝ (η/λ)^e into η/‖w‖^p gives
 η_eff ∝ η^{1−pe} λ^{pe}: √(ηλ) and (η²λ)^{1/3}. Only the latter is consistent with the optimal
 learning rates the paper derives and measures (η* ∝ 1/λ and 1/√λ keep ηλ, resp. η²λ, constant).
-``ETA_EFF_EXPONENTS`` holds the derived form; ``PRINTED_ETA_EFF_EXPONENTS`` the printed one, so that
-the data can say which diagonals the test error follows.
+A rule's ``eta_eff_exponents`` hold the derived form; its ``printed_eta_eff`` the printed one, so
+that the data can say which diagonals the test error follows.
 """
 
 from __future__ import annotations
@@ -26,45 +26,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .profiles import OPTIMIZER_DEFAULTS
-from .scale import EFFECTIVE_LR_POWER, NORM_EXPONENT
+from .rules import DECOUPLED, GRADIENT, get_rule
 
-# ---------------------------------------------------------------------------------------------
-# Theory values (Table 1 and §3), derived from the two tables in scale.py
-# ---------------------------------------------------------------------------------------------
-
-SGD_FAMILY = ("sgd", "momentum", "nesterov")
-ADAPTIVE = ("rmsprop", "adam")
-
-
-def eta_eff_exponents(optimizer: str) -> tuple[float, float]:
-    """(a, b) in η_eff ∝ η^a λ^b at equilibrium: η/‖w‖^p with ‖w‖ ∝ (η/λ)^e gives a = 1 − pe, b = pe."""
-    pe = EFFECTIVE_LR_POWER[optimizer] * NORM_EXPONENT[optimizer]
-    return 1.0 - pe, pe
-
-
-ETA_EFF_EXPONENTS = {rule: eta_eff_exponents(rule) for rule in EFFECTIVE_LR_POWER}
-# The last column of the paper's Table 1 as printed (λ in the denominator), kept for comparison.
-PRINTED_ETA_EFF_EXPONENTS = {
-    "sgd": (0.5, -0.5), "momentum": (0.5, -0.5), "nesterov": (0.5, -0.5),
-    "rmsprop": (2 / 3, -1 / 3), "adam": (2 / 3, -1 / 3),
-}
-
-
-def best_lr_slope_theory(optimizer: str) -> float:
-    """d log η* / d log λ when η* keeps η_eff = η^a λ^b fixed: −b/a (−1 for SGD, −1/2 for ADAM)."""
-    a, b = ETA_EFF_EXPONENTS[optimizer]
-    return -b / a
-
-
-# Agreement tolerances of the verdict (quick profile, fixed before looking at the results).
-TOLERANCE = {
-    "norm_exponent": 0.1,  # ‖w‖ ∝ (η/λ)^e: |e − e_theory| ≤ 0.1
-    "best_lr_slope": 0.3,  # η* ∝ λ^s: |s − s_theory| ≤ 0.3
-    "eta_eff_exponent": 0.2,  # η_eff ∝ η^a λ^b, per coefficient (p·0.1 with p ≤ 2)
-    "lambda_spread_ratio": 0.5,  # normalised SGD: λ-spread at most half of plain SGD's
-}
 EQUILIBRIUM_D_MIN = 3.0  # relaxation times a cell needs before its norm counts as equilibrated
+COLLAPSE_FACTOR = 1e-3  # collapsed: the layer norm ended below 1e-3 of its value after epoch 1 …
+COLLAPSE_FLOOR = 1e-6  # … or below this (orders of magnitude above float32's floor, far below any
+# equilibrium norm of these networks)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,9 +96,6 @@ class Fit:
         return None if not math.isfinite(self.slope) else abs(self.slope - theory) <= tol
 
 
-NO_FIT = Fit(math.nan, math.nan, math.nan, 0, math.nan)
-
-
 def ols(design: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """Ordinary least squares: coefficients, their standard errors (NaN without residual degrees of
     freedom) and R²."""
@@ -189,45 +153,81 @@ def power_law_fit(lr, l2, y) -> PowerLaw:
 # ---------------------------------------------------------------------------------------------
 
 
+def relaxation_rate(optimizer: str, lr, l2, hyper: Mapping[str, float] | None = None):
+    """Relaxation times per step of ‖w‖², from the inputs alone (η_t, λ, ρ; never the measured
+    angle or norm, which the fits use).
+
+    * Gradient rules and decoupled decay: the decay shrinks ‖w‖² by ≈ 4η_tλ per step; heavy-ball
+      momentum multiplies the step by 1/(1 − ρ). A decoupled decay shrinks w whatever the momentum.
+    * Adaptive rules with coupled L2: their symmetry (η, λ) → (ηα, λα⁻²) lets the dynamics depend
+      on η²λ only, so the rate is 4(η_t²λ)^{1/3}, with the gradient scale at unit norm (unknown
+      before the run) set to 1 in advance, not fitted; ``claims.sensitivity`` shows the fits
+      over a range of thresholds, which covers other prefactors.
+    * Normalised SGD: ‖w‖ = 1 always: infinite."""
+    rule = get_rule(optimizer)
+    lr, l2 = np.asarray(lr, float), np.asarray(l2, float)
+    if rule.projection is not None:
+        return np.full_like(lr, math.inf)
+    if rule.step_degree == GRADIENT or rule.decay == DECOUPLED:
+        return 4 * lr * l2 / (1 - rule.hyper(dict(hyper or {})).get("rho", 0.0))
+    return 4 * np.cbrt(lr**2 * l2)
+
+
 def relaxation(
     table: pd.DataFrame,
     optimizer: str,
     steps_per_epoch: int,
     epoch: int | None = None,
-    layer: int = 0,
     hyper: Mapping[str, float] | None = None,
 ) -> pd.Series:
-    """How many relaxation times of ‖w‖² each model has lived through by ``epoch``: D = Σ_t r_t.
-
-    r_t is the rate per step at which the norm forgets where it started:
-      * SGD, momentum, Nesterov: the L2 term alone shrinks ‖w‖² by (1 − 2η_tλ)² ≈ 1 − 4η_tλ per step,
-        and momentum multiplies the step by 1/(1 − ρ): r_t = 4η_tλ/(1 − ρ) (exact, from η, λ and the
-        schedule). AdamW's decoupled decay is the same with ρ = 0.
-      * RMSProp, ADAM: the L2 term is divided by the running gradient scale, which the table does not
-        hold. At equilibrium the shrinking balances the growth from steps orthogonal to w, whose
-        rate per step is (1 + ρ₁)/(1 − ρ₁)·Δθ² (Δθ the measured angular update of the layer; the factor
-        undoes ADAM's averaging of uncorrelated gradients, ρ₁ = 0 for RMSProp). This estimate is
-        exact at equilibrium and errs high when λ is too small to matter.
-      * normalised SGD: ‖w‖ = 1 always: infinity.
-
-    Returns a Series indexed by model (NaN for diverged models).
-    """
+    """How many relaxation times of ‖w‖² each model has lived through by ``epoch``: D = Σ_t r_t,
+    with r_t from ``relaxation_rate`` and the scheduled η_t. A Series indexed by model."""
     e = last_epoch(table) if epoch is None else epoch
-    hp = {**OPTIMIZER_DEFAULTS.get(optimizer, {}), **(hyper or {})}
     rows = table[table["epoch"] <= e]
-    if optimizer == "normalized_sgd":
-        rate = pd.Series(math.inf, index=rows.index)
-    elif optimizer in SGD_FAMILY or optimizer == "adamw":
-        rho = hp.get("rho", 0.0) if optimizer in SGD_FAMILY else 0.0
-        rate = 4 * rows["lr"] * rows["lr_scale"] * rows["l2"] / (1 - rho)
-    elif optimizer in ADAPTIVE:
-        rho1 = hp.get("rho1", 0.0)
-        rate = (1 + rho1) / (1 - rho1) * rows[f"angle_{layer}"] ** 2
-    else:
-        raise ValueError(f"optimizer: no relaxation model for {optimizer!r}")
-    d = (rate * steps_per_epoch).groupby(rows["model"]).sum(min_count=1)
-    dead = final_rows(table, e).set_index("model")["diverged"].astype(bool)
-    return d.where(~dead.reindex(d.index, fill_value=True))
+    rate = relaxation_rate(optimizer, rows["lr"] * rows["lr_scale"], rows["l2"], hyper)
+    return pd.Series(rate * steps_per_epoch, index=rows.index).groupby(rows["model"]).sum()
+
+
+def collapsed(table: pd.DataFrame, epoch: int | None = None, column: str = "layer_norm_0") -> pd.Series:
+    """True (per model, in model order) where ``column`` fell by more than ``COLLAPSE_FACTOR``
+    after the first epoch or below ``COLLAPSE_FLOOR``: the decay won outright (for momentum, say,
+    when 2ηλ/(1 − ρ) is of order 1) and the norm carries no equilibrium."""
+    first = final_rows(table, 1)[column].to_numpy()
+    last = final_rows(table, epoch)[column].to_numpy()
+    with np.errstate(invalid="ignore"):
+        out = (last < COLLAPSE_FACTOR * first) | (last < COLLAPSE_FLOOR)
+    return pd.Series(out, index=final_rows(table, epoch)["model"])
+
+
+def collapsed_grid(table: pd.DataFrame, epoch: int | None = None,
+                   column: str = "layer_norm_0") -> pd.DataFrame:
+    """``collapsed`` as an (η rows × λ columns) frame, like ``grid``."""
+    rows = final_rows(table, epoch).assign(_c=collapsed(table, epoch, column).to_numpy())
+    out = rows.pivot(index="lr", columns="l2", values="_c").astype(bool)
+    return out.sort_index().sort_index(axis=1)
+
+
+def cells(
+    table: pd.DataFrame,
+    optimizer: str,
+    steps_per_epoch: int,
+    epoch: int | None = None,
+    d_min: float = EQUILIBRIUM_D_MIN,
+    hyper: Mapping[str, float] | None = None,
+) -> pd.DataFrame:
+    """One row per model at ``epoch`` with the exclusions, fixed in advance and computed from the
+    inputs: ``diverged`` (a loss that was not finite), ``collapsed`` (see ``collapsed``),
+    ``relaxation`` (see ``relaxation``) and ``equilibrium`` (≥ ``d_min`` of them, λ > 0);
+    ``fitted`` = equilibrium and neither diverged nor collapsed."""
+    rows = final_rows(table, epoch)
+    out = rows.assign(eta_over_l2=rows["lr"] / rows["l2"])
+    out["diverged"] = rows["diverged"].astype(bool).to_numpy() | ~np.isfinite(rows["layer_norm_0"])
+    out["collapsed"] = collapsed(table, epoch).to_numpy() & ~out["diverged"]
+    out["relaxation"] = relaxation(table, optimizer, steps_per_epoch, epoch, hyper).reindex(
+        rows["model"]).to_numpy()
+    out["equilibrium"] = (out["relaxation"] >= d_min) & (out["l2"] > 0)
+    out["fitted"] = out["equilibrium"] & ~out["diverged"] & ~out["collapsed"]
+    return out
 
 
 def norm_exponent(
@@ -240,28 +240,19 @@ def norm_exponent(
     hyper: Mapping[str, float] | None = None,
     max_train_err: float | None = None,
 ) -> tuple[Fit, pd.DataFrame]:
-    """Fit ‖w‖ ∝ (η/λ)^e over the cells at equilibrium (D ≥ ``d_min`` relaxation times, λ > 0).
+    """Fit ‖w‖ ∝ (η/λ)^e over the fitted cells (``cells``: at equilibrium, neither diverged nor
+    collapsed).
 
     With ``max_train_err``, only cells whose final training error is at most that value are fitted
-    (a secondary check: the noise model assumes comparable gradient noise in every cell, which a
-    network stuck near chance does not have). Returns the fit and the per-cell frame (lr, l2,
-    eta_over_l2, norm, relaxation, equilibrium, learned, fitted)."""
-    rows = final_rows(table, epoch)
-    layer = int(column.rsplit("_", 1)[-1]) if column[-1].isdigit() else 0
-    d = relaxation(table, optimizer, steps_per_epoch, epoch, layer, hyper)
-    cells = pd.DataFrame({
-        "lr": rows["lr"], "l2": rows["l2"], "eta_over_l2": rows["lr"] / rows["l2"],
-        "norm": rows[column].where(~rows["diverged"].astype(bool)),
-        "relaxation": d.reindex(rows["model"]).to_numpy(),
-    })
-    cells["equilibrium"] = (
-        (cells["relaxation"] >= d_min) & np.isfinite(cells["norm"]) & (cells["l2"] > 0)
-    )
-    cells["learned"] = (rows["train_err"] <= max_train_err).to_numpy() if max_train_err is not None \
-        else np.isfinite(cells["norm"])
-    cells["fitted"] = cells["equilibrium"] & cells["learned"]
-    eq = cells[cells["fitted"]]
-    return loglog_fit(eq["eta_over_l2"], eq["norm"]), cells
+    (a secondary check, chosen after seeing results: the noise model assumes comparable gradient
+    noise in every cell, which a network stuck near chance does not have). Returns the fit and the
+    per-cell frame (``cells`` plus ``norm`` and ``learned``)."""
+    c = cells(table, optimizer, steps_per_epoch, epoch, d_min, hyper)
+    c["norm"] = c[column].where(~c["diverged"])
+    c["learned"] = (c["train_err"] <= max_train_err) if max_train_err is not None else ~c["diverged"]
+    c["fitted"] &= c["learned"]
+    eq = c[c["fitted"]]
+    return loglog_fit(eq["eta_over_l2"], eq["norm"]), c
 
 
 def phase_norm_ratio(table: pd.DataFrame, epoch: int, column: str = "layer_norm_0") -> pd.Series:
@@ -332,7 +323,7 @@ def diagonal_consistency(
     Returns adjusted R² for three groupings (the η_eff class, η alone, λ alone), the mean standard
     deviation within a diagonal (classes with ≥ 2 cells) and the standard deviation of the class
     means (both in the column's units), and counts. Diverged cells and λ = 0 are left out."""
-    exponents = ETA_EFF_EXPONENTS[optimizer] if exponents is None else exponents
+    exponents = get_rule(optimizer).eta_eff_exponents if exponents is None else exponents
     rows = final_rows(table, epoch)
     keep = ~rows["diverged"].astype(bool) & np.isfinite(rows[column]) & (rows["l2"] > 0)
     if where is not None:
@@ -486,7 +477,7 @@ def best_lr_slope(
 
 
 # ---------------------------------------------------------------------------------------------
-# Table 1 on the network and the verdict
+# Table 1 on the network
 # ---------------------------------------------------------------------------------------------
 
 
@@ -525,157 +516,18 @@ def table1_network(
     for rule, result in results.items():
         table, meta = _table_and_meta(result)
         hyper = meta.get("spec", {}).get("hyper")
-        fit, cells = norm_exponent(table, rule, steps_per_epoch(meta), epoch, d_min=d_min,
-                                   hyper=hyper, max_train_err=max_train_err)
+        fit, c = norm_exponent(table, rule, steps_per_epoch(meta), epoch, d_min=d_min,
+                               hyper=hyper, max_train_err=max_train_err)
         rows = final_rows(table, epoch)
-        eq = cells["fitted"].to_numpy()
-        a_th, b_th = ETA_EFF_EXPONENTS[rule]
-        row = {"optimizer": rule, "norm_exp_theory": NORM_EXPONENT[rule], "norm_exp": fit.slope,
-               "norm_exp_se": fit.stderr, "n_equilibrium": int(eq.sum()), "n_cells": len(cells),
+        eq = c["fitted"].to_numpy()
+        a_th, b_th = get_rule(rule).eta_eff_exponents
+        row = {"optimizer": rule, "norm_exp_theory": get_rule(rule).norm_exponent, "norm_exp": fit.slope,
+               "norm_exp_se": fit.stderr, "n_equilibrium": int(eq.sum()), "n_cells": len(c),
                "eta_eff_a_theory": a_th, "eta_eff_b_theory": b_th}
-        eta_eff = rows["lr"] * rows["lr_scale"] / rows["unit_norm_0"] ** EFFECTIVE_LR_POWER[rule]
+        eta_eff = rows["lr"] * rows["lr_scale"] / rows["unit_norm_0"] ** get_rule(rule).eta_eff_power
         for name, values in (("eta_eff", eta_eff), ("angle", rows["angle_0"])):
             pl = power_law_fit(rows["lr"][eq], rows["l2"][eq], values[eq])
             row.update({f"{name}_a": pl.a, f"{name}_a_se": pl.a_se, f"{name}_b": pl.b,
                         f"{name}_b_se": pl.b_se})
         out.append(row)
     return pd.DataFrame(out)
-
-
-def _claim(claim: str, figure: str, theory: float, value: float, se: float, criterion: str,
-           agrees: bool | str | None, meta: Mapping[str, Any], n: int) -> dict[str, Any]:
-    spec = meta.get("spec", {})
-    if agrees is None:
-        verdict = "not measured"
-    elif agrees == INCONCLUSIVE:
-        verdict = INCONCLUSIVE + " (s.e. above tolerance)"
-    else:
-        verdict = "agrees" if agrees else "disagrees"
-    return {"claim": claim, "figure": figure, "theory": theory, "measured": value, "stderr": se,
-            "criterion": criterion, "n": n, "profile": spec.get("profile", "?"),
-            "dataset": meta.get("dataset", {}).get("name", spec.get("dataset", "?")),
-            "verdict": verdict}
-
-
-INCONCLUSIVE = "inconclusive"
-
-
-def agreement(value: float, theory: float, tol: float, se: float = math.nan) -> bool | str | None:
-    """True/False: |value − theory| ≤ tol; ``INCONCLUSIVE`` when the standard error exceeds the
-    tolerance (the measurement cannot tell agreement from disagreement); None: nothing measured."""
-    if not math.isfinite(value):
-        return None
-    if math.isfinite(se) and se > tol:
-        return INCONCLUSIVE
-    return abs(value - theory) <= tol
-
-
-RULE_NAMES = {"sgd": "SGD", "momentum": "momentum", "nesterov": "Nesterov", "rmsprop": "RMSProp",
-              "adam": "ADAM", "adamw": "AdamW", "normalized_sgd": "normalised SGD"}
-FIGURE2_RULES = ("nesterov", "adam")
-FIGURE4_RULES = ("sgd", "nesterov", "rmsprop", "adam")
-
-
-def verdict_table(results: Mapping[str, Any], d_min: float = EQUILIBRIUM_D_MIN,
-                  secondary_train_err: float | None = None) -> pd.DataFrame:
-    """Each claim of §6 (and Table 1) that ``results`` (rule → SweepResult or (table, provenance))
-    can test: theory value, measurement, standard error, the criterion of agreement and the verdict.
-
-    Claims: the weight-norm exponent (Figure 1, Table 1); the λ-exponent of η_eff, measured on the
-    angular update (Table 1; +pe derived, −pe as printed); the test error following the diagonals of
-    constant η_eff rather than η or λ alone (Figure 2; derived and printed η_eff); λ-insensitivity of
-    normalised SGD compared with plain SGD (Figure 3); the slope of η* against λ (Figure 4).
-
-    With ``secondary_train_err``, each weight-norm claim gets a second, clearly labelled row fitted
-    only on the equilibrated cells whose final training error is at most that value."""
-    rows: list[dict[str, Any]] = []
-    tol = TOLERANCE
-    scaled = {r: v for r, v in results.items() if r in NORM_EXPONENT and r != "normalized_sgd"}
-    t1 = table1_network(scaled, d_min=d_min).set_index("optimizer") if scaled else None
-    t1b = (table1_network(scaled, d_min=d_min, max_train_err=secondary_train_err).set_index("optimizer")
-           if scaled and secondary_train_err is not None else None)
-    for rule, result in scaled.items():
-        table, meta = _table_and_meta(result)
-        r = t1.loc[rule]
-        n_eq = int(r["n_equilibrium"])
-        fig = "Figure 1" if rule in FIGURE2_RULES else "Table 1"
-        rows.append(_claim(
-            f"{RULE_NAMES[rule]}: ‖W₁‖ ∝ (η/λ)^e at equilibrium", fig, r["norm_exp_theory"],
-            r["norm_exp"], r["norm_exp_se"],
-            f"±{tol['norm_exponent']:g}; cells with ≥ {d_min:g} relaxation times",
-            agreement(r["norm_exp"], r["norm_exp_theory"], tol["norm_exponent"], r["norm_exp_se"]),
-            meta, n_eq))
-        if t1b is not None:
-            rb = t1b.loc[rule]
-            rows.append(_claim(
-                f"{RULE_NAMES[rule]}: ‖W₁‖ ∝ (η/λ)^e, secondary check on cells that learned", fig,
-                rb["norm_exp_theory"], rb["norm_exp"], rb["norm_exp_se"],
-                f"±{tol['norm_exponent']:g}; also training error ≤ {100 * secondary_train_err:g}% "
-                "(filter chosen after seeing quick results)",
-                agreement(rb["norm_exp"], rb["norm_exp_theory"], tol["norm_exponent"],
-                          rb["norm_exp_se"]), meta, int(rb["n_equilibrium"])))
-        printed_b = PRINTED_ETA_EFF_EXPONENTS.get(rule, (0, math.nan))[1]
-        rows.append(_claim(
-            f"{RULE_NAMES[rule]}: η_eff ∝ η^a λ^b, exponent b of λ (from the angular update)",
-            "Table 1", r["eta_eff_b_theory"], r["angle_b"], r["angle_b_se"],
-            f"±{tol['eta_eff_exponent']:g}; the printed table implies {printed_b:.2f}",
-            agreement(r["angle_b"], r["eta_eff_b_theory"], tol["eta_eff_exponent"], r["angle_b_se"]),
-            meta, n_eq))
-        e1 = phase_end_epochs(table)[0]
-        if e1 != last_epoch(table):
-            r1 = table1_network({rule: result}, epoch=e1, d_min=d_min).iloc[0]
-            rows.append(_claim(
-                f"{RULE_NAMES[rule]}: η_eff ∝ η^a λ^b, exponent b, secondary: angle at the end of "
-                f"the first η phase (epoch {e1})", "Table 1", r1["eta_eff_b_theory"], r1["angle_b"],
-                r1["angle_b_se"], f"±{tol['eta_eff_exponent']:g}; the printed table implies "
-                f"{printed_b:.2f}",
-                agreement(r1["angle_b"], r1["eta_eff_b_theory"], tol["eta_eff_exponent"],
-                        r1["angle_b_se"]), meta, int(r1["n_equilibrium"])))
-        if rule in FIGURE2_RULES:
-            for label, exps in (("derived", ETA_EFF_EXPONENTS[rule]),
-                                ("as printed", PRINTED_ETA_EFF_EXPONENTS[rule])):
-                dc = diagonal_consistency(table, rule, exponents=exps)
-                single = max(dc["r2_eta"], dc["r2_lambda"])
-                ok = None if not math.isfinite(dc["r2_diagonal"]) else (
-                    not math.isfinite(single) or dc["r2_diagonal"] > single)
-                rows.append(_claim(
-                    f"{RULE_NAMES[rule]}: test error constant where η^{exps[0]:.2g}·λ^{exps[1]:.2g} "
-                    f"is ({label} η_eff); adjusted R² of the diagonal classes", "Figure 2",
-                    math.nan, dc["r2_diagonal"], math.nan,
-                    f"above η alone ({dc['r2_eta']:.2f}) and λ alone ({dc['r2_lambda']:.2f})",
-                    ok, meta, dc["n_cells"]))
-        if rule in FIGURE4_RULES:
-            fit, _, per_lam = best_lr_slope(table)
-            rows.append(_claim(
-                f"{RULE_NAMES[rule]}: η* ∝ λ^s (η* on the validation split)", "Figure 4",
-                best_lr_slope_theory(rule), fit.slope, fit.stderr,
-                f"±{tol['best_lr_slope']:g}; {int(per_lam['edge'].sum())} λ with η* on the grid edge "
-                "left out",
-                agreement(fit.slope, best_lr_slope_theory(rule), tol["best_lr_slope"], fit.stderr),
-                meta, fit.n))
-    if "normalized_sgd" in results:
-        table, meta = _table_and_meta(results["normalized_sgd"])
-        s_norm, per_eta = lambda_sensitivity(table)
-        if "sgd" in results:
-            s_sgd, _ = lambda_sensitivity(_table_and_meta(results["sgd"])[0],
-                                          lam_split=s_norm["lam_split"])
-            ratio = (s_norm["spread_mean"] / s_sgd["spread_mean"]
-                     if s_sgd["spread_mean"] and math.isfinite(s_sgd["spread_mean"]) else math.nan)
-            rows.append(_claim(
-                "normalised SGD: λ barely matters below the largest λ (test-error spread over λ, "
-                "ratio to plain SGD)", "Figure 3", math.nan, ratio, math.nan,
-                f"≤ {tol['lambda_spread_ratio']:g}",
-                None if not math.isfinite(ratio) else ratio <= tol["lambda_spread_ratio"],
-                meta, len(per_eta)))
-        ok = None if not (math.isfinite(s_norm["excess_mean"]) and math.isfinite(s_norm["spread_mean"])) \
-            else s_norm["excess_mean"] > s_norm["spread_mean"]
-        rows.append(_claim(
-            "normalised SGD: the largest λ raises the test error (pp above the small-λ mean)",
-            "Figure 3", math.nan, 100 * s_norm["excess_mean"], math.nan,
-            f"above the small-λ spread ({100 * s_norm['spread_mean']:.2f} pp)", ok, meta,
-            len(per_eta)))
-    order = {"Figure 1": 1, "Figure 2": 2, "Figure 3": 3, "Figure 4": 4, "Table 1": 5}
-    out = pd.DataFrame(rows)
-    if out.empty:
-        return out
-    return out.sort_values("figure", key=lambda f: f.map(order), kind="stable").reset_index(drop=True)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw", "normalized_sgd")
+from .errors import ParameterError
+from .rules import get_rule
 
 
 def _decades(lo: int, hi: int, per_decade: int = 1) -> list[float]:
@@ -21,12 +22,12 @@ def _decades(lo: int, hi: int, per_decade: int = 1) -> list[float]:
     return [float(f"{10 ** (lo + i / per_decade):.3g}") for i in range(n + 1)]
 
 
-# Learning-rate grids come per family of update rules. Momentum ρ = 0.9 multiplies the step by
-# 1/(1 − ρ) = 10, so plain SGD needs ten times the η of momentum; adaptive rules normalise the
-# gradient and need far smaller η. Normalised SGD works at ‖w‖ = 1, where η_eff = η, so it needs
-# the η at which plain SGD's unit-norm steps are taken (η/‖w‖² with ‖w‖ of order 3).
-LR_FAMILY = {"sgd": "sgd", "normalized_sgd": "normalized", "momentum": "momentum", "nesterov": "momentum",
-             "rmsprop": "adaptive", "adam": "adaptive", "adamw": "adaptive"}
+# Learning-rate grids come per family of update rules (a rule's record names its family). Momentum
+# ρ = 0.9 multiplies the step by 1/(1 − ρ) = 10, so plain SGD needs ten times the η of momentum;
+# adaptive rules normalise the gradient and need far smaller η. Normalised SGD works at ‖w‖ = 1,
+# where η_eff = η, so it needs the η at which plain SGD's unit-norm steps are taken (η/‖w‖² with
+# ‖w‖ of order 3).
+LR_FAMILIES = ("plain", "momentum", "normalized", "adaptive")
 
 PROFILES: dict[str, dict[str, Any]] = {
     # Seconds: exercises every code path in the tests.
@@ -37,7 +38,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "widths": (4, 8, 8, 16),  # output channels of the four conv layers
         "batch_size": 64,
         "epochs": 2,
-        "lrs": {"sgd": [0.1, 1.0], "momentum": [0.01, 0.1], "normalized": [0.01, 0.1],
+        "lrs": {"plain": [0.1, 1.0], "momentum": [0.01, 0.1], "normalized": [0.01, 0.1],
                 "adaptive": [1e-3, 1e-2]},
         "l2s": [1e-3, 1e-2],
     },
@@ -52,7 +53,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "widths": (8, 16, 32, 64),
         "batch_size": 64,
         "epochs": 10,
-        "lrs": {"sgd": _decades(-1, 1, 2), "momentum": _decades(-2, 0, 2),
+        "lrs": {"plain": _decades(-1, 1, 2), "momentum": _decades(-2, 0, 2),
                 "normalized": _decades(-2, 0, 2), "adaptive": _decades(-3, -1, 2)},
         "l2s": _decades(-3, -1, 2),  # 5 × 5 = 25 models per update rule
     },
@@ -65,32 +66,21 @@ PROFILES: dict[str, dict[str, Any]] = {
         "batch_size": 128,
         "epochs": 100,
         # 7 × 7 = 49 models per update rule, half a decade apart.
-        "lrs": {"sgd": _decades(-2, 1, 2), "momentum": _decades(-3, 0, 2),
+        "lrs": {"plain": _decades(-2, 1, 2), "momentum": _decades(-3, 0, 2),
                 "normalized": _decades(-3, 0, 2), "adaptive": _decades(-5, -2, 2)},
         "l2s": _decades(-5, -2, 2),
     },
 }
 
-# Hyperparameters of the update rules, as in the paper's §6.
-OPTIMIZER_DEFAULTS: dict[str, dict[str, float]] = {
-    "sgd": {},
-    "momentum": {"rho": 0.9},
-    "nesterov": {"rho": 0.9},
-    "rmsprop": {"rho": 0.9, "eps": 1e-8},
-    "adam": {"rho1": 0.9, "rho2": 0.999, "eps": 1e-8},
-    "adamw": {"rho1": 0.9, "rho2": 0.999, "eps": 1e-8},
-    "normalized_sgd": {},
-}
-
 
 def get_profile(name: str) -> dict[str, Any]:
     """A copy of profile ``name`` (``smoke``, ``quick`` or ``paper``)."""
-    if name not in PROFILES:
-        raise ValueError(f"profile: unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+    if not isinstance(name, str) or name not in PROFILES:
+        raise ParameterError(f"profile: unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
     return copy.deepcopy(PROFILES[name])
 
 
 def default_grid(profile: str, optimizer: str) -> tuple[list[float], list[float]]:
-    """The profile's (η grid, λ grid) for ``optimizer``."""
+    """The profile's (η grid, λ grid) for update rule ``optimizer`` (the η grid of its family)."""
     p = get_profile(profile)
-    return p["lrs"][LR_FAMILY[optimizer]], p["l2s"]
+    return p["lrs"][get_rule(optimizer).lr_family], p["l2s"]

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 import torch
@@ -121,7 +120,7 @@ class UpdateRule:
     step: Step | None  # the update in the paper's notation (None: toy unit only, see theory.py)
     state: tuple[str, ...] = ()  # names of the per-parameter state tensors, zero at the start
     defaults: dict[str, float] = field(default_factory=dict)  # ρ, ε as in §6
-    lr_family: str = "sgd"  # which of a profile's η grids it trains on
+    lr_family: str = "plain"  # which of a profile's η grids it trains on (profiles.LR_FAMILIES)
     step_degree: int = GRADIENT  # k: Δw ∝ α^k when w → αw
     decay: str = COUPLED
     projection: Callable[[Tensor], Tensor] | None = None  # applied to unit weights after each step
@@ -206,11 +205,6 @@ def rules_in(figure: str) -> tuple[str, ...]:
     return tuple(n for n, r in RULES.items() if figure in r.figures)
 
 
-def fraction(x: float) -> str:
-    """1/4, 1/3, 2/3, -1/2 …: an exponent as the fraction a reader of Table 1 expects."""
-    return str(Fraction(x).limit_denominator(12))
-
-
 _MOMENTUM = {"rho": 0.9}
 _ADAM = {"rho1": 0.9, "rho2": 0.999, "eps": 1e-8}
 _ADAPTIVE_TOY = ((0.01, 0.0316, 0.1), (0.01, 0.0316, 0.1))
@@ -240,3 +234,6 @@ for _rule in (
                toy_grid=((0.2,), (1e-4, 1e-3, 1e-2))),
 ):
     register(_rule)
+
+# Plain gradient descent: the rule of the paper's noise model (§4) and of the theory chapters' checks.
+SGD = RULES["sgd"]

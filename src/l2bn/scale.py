@@ -11,19 +11,6 @@ import math
 
 import torch
 
-# η_eff = η / ‖w‖^p for each update rule (Table 1): p = 2 for gradient steps, 1 for rules that divide
-# by a running gradient scale, 0 when the weights are kept at norm 1 (and for Newton's method).
-EFFECTIVE_LR_POWER = {
-    "sgd": 2,
-    "momentum": 2,
-    "nesterov": 2,
-    "rmsprop": 1,
-    "adam": 1,
-    "adamw": 1,
-    "normalized_sgd": 0,
-    "newton": 0,
-}
-
 
 def unit_norms(w: torch.Tensor, lead: int = 2) -> torch.Tensor:
     """‖w‖ of each unit: the norm over all but the first ``lead`` dimensions.
@@ -39,9 +26,10 @@ def normalize_units_(w: torch.Tensor, lead: int = 2) -> torch.Tensor:
     return w
 
 
-def effective_lr(eta: torch.Tensor | float, norm: torch.Tensor | float, optimizer: str):
-    """η_eff = η / ‖w‖^p, the learning rate seen by the unit-norm direction w/‖w‖ (Table 1)."""
-    return eta / norm ** EFFECTIVE_LR_POWER[optimizer]
+def effective_lr(eta: torch.Tensor | float, norm: torch.Tensor | float, power: int):
+    """η_eff = η / ‖w‖^p, the learning rate seen by the unit-norm direction w/‖w‖ (Table 1; the
+    power p of each update rule is ``rules.UpdateRule.eta_eff_power``)."""
+    return eta / norm**power
 
 
 def equilibrium_norm(eta, lam, gamma: float = 1.0, sigma: float = 1.0):
@@ -55,19 +43,6 @@ def equilibrium_norm(eta, lam, gamma: float = 1.0, sigma: float = 1.0):
     printed formula gives the one above.
     """
     return (eta**2 * gamma**2 * sigma**2 / (8 * eta * lam - 8 * eta**2 * lam**2)) ** 0.25
-
-
-# Exponent e in ‖w‖ ∝ (η/λ)^e at equilibrium (Table 1; AdamW's decoupled decay is an extension).
-NORM_EXPONENT = {
-    "sgd": 1 / 4,
-    "momentum": 1 / 4,
-    "nesterov": 1 / 4,
-    "rmsprop": 1 / 3,
-    "adam": 1 / 3,
-    "adamw": 1 / 2,
-    "normalized_sgd": 0.0,
-    "newton": 0.0,
-}
 
 
 def angular_update(w_old: torch.Tensor, w_new: torch.Tensor, lead: int = 2) -> torch.Tensor:

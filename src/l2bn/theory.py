@@ -8,7 +8,7 @@ Two test beds are used:
 * a *toy unit*: one scale-invariant unit whose logit is γ·x·w/‖w‖ on a fixed set of noisy labels,
   trained with minibatches. Its loss depends on w only through w/‖w‖, as a normalised unit's does,
   and it is small enough that a whole (η, λ) grid of it runs as one (M, d) tensor in seconds, with
-  the update rules of ``l2bn.optim.RULES`` applied to all M copies at once.
+  the steps of the update rules' records (``l2bn.rules``) applied to all M copies at once.
 
 Conventions follow the library: L_λ(w) = L(w) + λ‖w‖², so the L2 term adds 2λw to the gradient and
 gradient descent shrinks the weights by (1 − 2ηλ) per step.
@@ -26,25 +26,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .analysis import best_lr_slope_theory, eta_eff_exponents
 from .model import WideNet
-from .optim import RULES, STATE_NAMES
-from .profiles import OPTIMIZER_DEFAULTS
-from .scale import (
-    EFFECTIVE_LR_POWER,
-    NORM_EXPONENT,
-    angular_update,
-    equilibrium_norm,
-    normalize_units_,
-    unit_norms,
-)
+from .rules import RULES, SGD, UpdateRule, get_rule
+from .scale import angular_update, equilibrium_norm, normalize_units_, unit_norms
 
 Tensor = torch.Tensor
 DTYPE = torch.float64  # the checks compare quantities that agree to ~1e-12; float32 would hide that
-
-# Rules the toy unit can run: those of l2bn.optim plus Newton's method, which needs a Hessian.
-TOY_RULES = (*RULES, "newton")
-
 
 @contextmanager
 def single_thread() -> Iterator[None]:
@@ -341,18 +328,19 @@ def run_toys(
     hp: dict[str, dict[str, float]] | None = None,
     window: float = 0.25,
 ) -> dict[str, ToyRun]:
-    """Train the toy unit with several update rules at once. ``grids`` maps a rule of
-    ``l2bn.optim.RULES`` to its (η values, λ values), one pair per copy (a scalar broadcasts).
+    """Train the toy unit with several update rules at once. ``grids`` maps the name of a
+    first-order rule (``l2bn.rules``) to its (η values, λ values), one pair per copy (a scalar
+    broadcasts).
 
     All copies of all rules start from ``w0`` (default ``toy_w0(toy)``) and see the same
     minibatches, so one gradient evaluation serves every copy; each rule then updates its own
-    slice, with the hyperparameters of ``OPTIMIZER_DEFAULTS`` (overridden by ``hp[rule]``).
-    ``normalized_sgd`` rescales each copy to ‖w‖ = 1 after every step, as ``GridOptimizer`` does
-    for the network's units. Angles are recorded over the last ``window`` of the steps."""
-    for rule in grids:
-        if rule not in RULES:
-            raise ValueError(f"rule: {rule!r} is not one of {', '.join(RULES)} (Newton runs alone, "
-                             "through run_toy)")
+    slice, with its record's defaults (overridden by ``hp[rule]``). A rule with a projection
+    (normalised SGD) applies it after every step, as ``GridOptimizer`` does for the network's
+    units. Angles are recorded over the last ``window`` of the steps."""
+    records = {name: get_rule(name) for name in grids}
+    for name, r in records.items():
+        if not r.trainable:
+            raise ValueError(f"rule: {name!r} needs the Hessian and runs alone, through run_toy")
     cols = {}
     for rule, (etas, lams) in grids.items():
         eta, lam = torch.broadcast_tensors(_as_column(etas), _as_column(lams))
@@ -360,8 +348,8 @@ def run_toys(
     sizes = [c[0].shape[0] for c in cols.values()]
     bounds = np.cumsum([0, *sizes])
     w = (toy_w0(toy) if w0 is None else w0.to(DTYPE)).expand(sum(sizes), toy.d).clone()
-    hps = {r: {**OPTIMIZER_DEFAULTS[r], **(hp or {}).get(r, {})} for r in grids}
-    states = {r: {k: torch.zeros(n, toy.d, dtype=DTYPE) for k in STATE_NAMES.get(r, ())}
+    hps = {r: records[r].hyper((hp or {}).get(r)) for r in grids}
+    states = {r: {k: torch.zeros(n, toy.d, dtype=DTYPE) for k in records[r].state}
               for r, n in zip(grids, sizes, strict=True)}
     gen = torch.Generator().manual_seed(seed)
     n_angle = max(1, int(steps * window))
@@ -376,9 +364,10 @@ def run_toys(
             for i, rule in enumerate(grids):
                 lo, hi = bounds[i], bounds[i + 1]
                 eta, lam = cols[rule]
-                new, states[rule] = RULES[rule](w[lo:hi], g[lo:hi], states[rule], eta, lam, t, hps[rule])
-                if rule == "normalized_sgd":
-                    normalize_units_(new, lead=1)
+                r = records[rule]
+                new, states[rule] = r.step(w[lo:hi], g[lo:hi], states[rule], eta, lam, t, hps[rule])
+                if r.projection is not None:
+                    r.projection(new, lead=1)
                 parts.append(new)
             new = torch.cat(parts) if len(parts) > 1 else parts[0]
             grad_sq[t - 1] = (g * g).sum(-1)
@@ -407,9 +396,9 @@ def run_toy(
     window: float = 0.25,
 ) -> ToyRun:
     """Train M copies of the toy unit with one rule, copy m with ``etas[m]`` and ``lams[m]``
-    (see ``run_toys``). ``newton`` is allowed here: it takes full-batch steps with the exact
-    Hessian (``batch`` is then unused)."""
-    if rule != "newton":
+    (see ``run_toys``). A rule without a first-order step (Newton's method) is allowed here: it
+    takes full-batch steps with the exact Hessian (``batch`` is then unused)."""
+    if get_rule(rule).trainable:
         return run_toys({rule: (etas, lams)}, toy, steps, batch, w0, seed, {rule: hp or {}},
                         window)[rule]
     # Newton's method has no hyperparameters besides η and λ.
@@ -437,32 +426,21 @@ def run_toy(
 # §3.1, §5 Rescaling: every rule has a symmetry that trades the scale of w for η and λ
 # ---------------------------------------------------------------------------------------------
 
-# (a, b) such that the run from αw₀ with (η·α^a, λ·α^b) is the run from w₀ magnified by α, step for
-# step (the adaptive rules also need ε/α, since ε is added to a gradient scale that shrinks by α).
-# Consequences: η_eff = η/‖w‖^a; a steady state has ‖w‖ ∝ (η/λ)^{1/(a−b)}; the results depend on
-# (η, λ) through η^{−b}λ^{a} only, so the cross-validated η* ∝ λ^{a/b}.
-SCALE_SYMMETRY: dict[str, tuple[int, int]] = {
-    "sgd": (2, -2),
-    "momentum": (2, -2),
-    "nesterov": (2, -2),
-    "rmsprop": (1, -2),
-    "adam": (1, -2),
-    "adamw": (1, -1),
-    "newton": (0, -2),
-}
-_ADAPTIVE = ("rmsprop", "adam", "adamw")
+# A rule's scale symmetry (``UpdateRule.symmetry``, derived in ``l2bn.rules``): the run from αw₀
+# with (η·α^a, λ·α^b) is the run from w₀ magnified by α, step for step (the adaptive rules also
+# need ε/α, since ε is added to a gradient scale that shrinks by α).
 
 
 def rescaled_gap(rule: str, toy: ToyUnit, eta: float, lam: float, alpha: float, steps: int = 200,
                  w0: Tensor | None = None, seed: int = 0) -> float:
     """Largest relative gap between the run of ``rule`` from w₀ with (η, λ) and the run from αw₀
-    with (η·α^a, λ·α^b) of ``SCALE_SYMMETRY`` divided by α, on the same minibatches: the norms at
-    every step and the final weights."""
-    a, b = SCALE_SYMMETRY[rule]
+    with (η·α^a, λ·α^b) of the rule's ``symmetry`` divided by α, on the same minibatches: the norms
+    at every step and the final weights."""
+    a, b = get_rule(rule).symmetry
     w0 = toy_w0(toy) if w0 is None else w0
-    hp = dict(OPTIMIZER_DEFAULTS[rule]) if rule in OPTIMIZER_DEFAULTS else {}
+    hp = get_rule(rule).hyper()
     base = run_toy(rule, toy, eta, lam, steps, w0=w0, seed=seed, hp=hp)
-    if rule in _ADAPTIVE:
+    if "eps" in hp:
         hp["eps"] = hp["eps"] / alpha
     big = run_toy(rule, toy, eta * alpha**a, lam * alpha**b, steps, w0=alpha * w0, seed=seed, hp=hp)
     gap_norm = float(((big.norms / alpha - base.norms).abs() / base.norms).max())
@@ -486,7 +464,7 @@ def noise_model_run(
     seed: int = 0,
 ) -> Tensor:
     """‖w_t‖ of ``units`` independent scale-invariant units per (η, λ) pair under the noise model of
-    §4, trained by ``RULES["sgd"]``: at every step the gradient is orthogonal to w, zero with
+    §4, trained by ``rules.SGD``: at every step the gradient is orthogonal to w, zero with
     probability ½ (a ReLU that is off), and otherwise γ·ξ/‖w‖ with ξ Gaussian in the plane
     orthogonal to w and E‖ξ‖² = σ². So E‖∇L‖² = γ²σ²/(2‖w‖²), as in the paper.
 
@@ -509,7 +487,7 @@ def noise_model_run(
             xi = xi - (xi * u).sum(-1, keepdim=True) * u
             gate = (torch.rand(p, units, 1, generator=gen, dtype=DTYPE) < 0.5).to(DTYPE)
             g = gate * gamma * xi / r
-            w, _ = RULES["sgd"](w, g, {}, eta, lam, t, {})
+            w, _ = SGD.step(w, g, {}, eta, lam, t, {})
             norms[t] = w.norm(dim=-1)
     return norms
 
@@ -603,95 +581,85 @@ def toy_optimum_direction(toy: ToyUnit, steps: int = 300, eta: float = 1.0) -> T
 def no_l2_growth(toy: ToyUnit, eta: float, steps: int, seed: int = 0) -> dict[str, np.ndarray | float]:
     """SGD without L2 on the toy unit: ‖w_t‖, η_eff = η/‖w_t‖², and the largest relative error of
     the step identity ‖w_{t+1}‖² = ‖w_t‖² + η²‖∇L(w_t)‖² (exact because ∇L ⟂ w)."""
-    run = run_toy("sgd", toy, eta, 0.0, steps, seed=seed)
+    run = run_toy(SGD.name, toy, eta, 0.0, steps, seed=seed)
     sq = run.norms[:, 0] ** 2
     pred = sq[:-1] + eta**2 * run.grad_sq[:, 0]
     return {"norm": run.norms[:, 0].numpy(), "eta_eff": (eta / sq).numpy(),
             "identity_err": float(((sq[1:] - pred).abs() / sq[1:]).max())}
 
 
-# Table 1 on the toy unit: a 3 × 3 grid per rule, two decades of η/λ, chosen so that each step
-# turns w by at most ~0.3 rad and equilibrium is reached within the run (see chapter 4).
-_SGD_GRID = ([0.1, 0.316, 1.0], [1e-3, 3.16e-3, 1e-2])
-TOY_GRIDS: dict[str, tuple[list[float], list[float]]] = {
-    "sgd": _SGD_GRID,
-    "momentum": _SGD_GRID,
-    "nesterov": _SGD_GRID,
-    "rmsprop": ([0.01, 0.0316, 0.1], [0.01, 0.0316, 0.1]),
-    "adam": ([0.01, 0.0316, 0.1], [0.01, 0.0316, 0.1]),
-    "adamw": ([0.003, 0.01, 0.03], [0.1, 0.316, 1.0]),
-    "normalized_sgd": ([0.01, 0.0316, 0.1], [1e-3, 3.16e-3, 1e-2]),
-    # Newton's method has no equilibrium: one η, λ over two decades.
-    "newton": ([0.2], [1e-4, 1e-3, 1e-2]),
-}
-TABLE1_ORDER = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw", "normalized_sgd", "newton")
+# Table 1 on the toy unit: each rule's record holds a 3 × 3 grid (``toy_grid``), two decades of
+# η/λ, chosen so that each step turns w by at most ~0.3 rad and equilibrium is reached within the
+# run (see chapter 4); Newton's method has no equilibrium: one η, λ over two decades.
 
 
-def theory_row(rule: str) -> dict[str, float]:
+def theory_row(rule: UpdateRule) -> dict[str, float]:
     """Table 1's predictions for ``rule``: η_eff = η/‖w‖^p, ‖w‖ ∝ (η/λ)^e at equilibrium, hence
     η_eff ∝ η^a λ^b there (``eff_eta``, ``eff_lam``), and the exponent of the cross-validated
-    η* ∝ λ^c (``eta_star``), all from ``l2bn.analysis`` and the tables of ``l2bn.scale``."""
-    a, b = eta_eff_exponents(rule)
-    return {"p": EFFECTIVE_LR_POWER[rule], "e": NORM_EXPONENT[rule], "eff_eta": a, "eff_lam": b,
-            "eta_star": best_lr_slope_theory(rule)}
+    η* ∝ λ^c (``eta_star``), all derived from the rule's scale symmetry."""
+    a, b = rule.eta_eff_exponents
+    return {"p": rule.eta_eff_power, "e": rule.norm_exponent, "eff_eta": a, "eff_lam": b,
+            "eta_star": rule.best_lr_slope}
+
+
+def _toy_row(r: UpdateRule, run: ToyRun, toy: ToyUnit, start: Tensor, window: float,
+             seed: int) -> dict[str, float]:
+    """One row of ``measure_update_rules``: the theory's values and what the toy run measured."""
+    second_order = not r.trainable
+    row = {"rule": r.name, **theory_row(r), "decay_measured": math.nan, "decay_theory": math.nan,
+           "max_angle": math.nan, "p_measured": math.nan, "sym_gap": math.nan}
+    if r.projection is None:  # a projected rule pins ‖w‖ = 1: no scale to vary, η_eff = η by construction
+        radii = np.logspace(0, 2, 5)
+        angle0 = step_angle(r.name, toy, radii, eta=1e-3, lam0=1e-3 if second_order else 0.0)
+        row["p_measured"] = -loglog_slope(radii, angle0)
+        eta0, lam0 = (float(np.median(g)) for g in r.toy_grid)
+        row["sym_gap"] = rescaled_gap(r.name, toy, eta0, lam0, 10.0, steps=10 if second_order else 200,
+                                      w0=start, seed=seed)
+    eq = run.equilibrium_norm(window)
+    fit = fit_exponents(run.eta, run.lam, eq)
+    row["e_measured"] = fit["ratio"]
+    row["e_eta"], row["e_lam"] = (fit["eta"], -fit["lam"]) if r.steady_state else (math.nan, math.nan)
+    n = run.norms.shape[0]
+    k = max(1, int(n * window))
+    row["drift"] = float(np.abs(eq / run.norms[n - 2 * k:n - k].mean(0).numpy() - 1).max())
+    if not r.steady_state:  # ‖w‖ shrinks by (1 − η) per step
+        row["decay_measured"] = float((run.norms[-1] / run.norms[-11]).mean() ** 0.1)
+        row["decay_theory"] = 1 - float(run.eta[0])
+        row["eff_eta_measured"] = row["eff_lam_measured"] = math.nan
+    else:
+        ang = fit_exponents(run.eta, run.lam, run.mean_angle())
+        row["eff_eta_measured"], row["eff_lam_measured"] = ang["eta"], ang["lam"]
+        row["max_angle"] = float(run.mean_angle().max())
+    return row
 
 
 def measure_update_rules(
     toy: ToyUnit,
-    rules=TABLE1_ORDER,
+    rules=None,
     steps: int = 8000,
     newton_steps: int = 20,
     window: float = 0.25,
     seed: int = 0,
 ) -> tuple[pd.DataFrame, dict[str, ToyRun]]:
-    """Table 1 measured on the toy unit. For each rule: the first-step exponent p of
-    η_eff = η/‖w‖^p (``step_angle`` over r = 1 … 100); the largest gap of its scale symmetry
-    (``rescaled_gap`` with α = 10); the fitted exponent e of the late-window ‖w‖ against η/λ, and
-    separately against η and λ; the relative drift of the late-window mean between the last two
-    windows; and the exponents of the late-window angular update against η and λ (η_eff at
-    equilibrium).
+    """Table 1 measured on the toy unit, for ``rules`` (default: every registered rule, in registry
+    order). For each rule: the first-step exponent p of η_eff = η/‖w‖^p (``step_angle`` over
+    r = 1 … 100); the largest gap of its scale symmetry (``rescaled_gap`` with α = 10); the fitted
+    exponent e of the late-window ‖w‖ against η/λ, and separately against η and λ; the relative
+    drift of the late-window mean between the last two windows; and the exponents of the
+    late-window angular update against η and λ (η_eff at equilibrium).
 
-    The first-order rules run together for ``steps`` steps on ``TOY_GRIDS``; Newton runs alone,
-    full batch, from the optimum's direction, where its norm shrinks by (1 − η) per step."""
-    rules = [r for r in TABLE1_ORDER if r in rules]
-    grids = {r: product_grid(*TOY_GRIDS[r]) for r in rules if r != "newton"}
+    The first-order rules run together for ``steps`` steps on their records' ``toy_grid``; a
+    second-order rule (Newton) runs alone, full batch, for ``newton_steps`` from the optimum's
+    direction, where its norm shrinks by (1 − η) per step."""
+    chosen = [r for name, r in RULES.items() if rules is None or name in rules]
+    grids = {r.name: product_grid(*r.toy_grid) for r in chosen if r.trainable}
     runs = run_toys(grids, toy, steps, seed=seed, window=window) if grids else {}
     start = toy_optimum_direction(toy)
-    if "newton" in rules:
-        runs["newton"] = run_toy("newton", toy, *product_grid(*TOY_GRIDS["newton"]), newton_steps,
-                                 w0=start, window=window)
-    radii = np.logspace(0, 2, 5)
-    rows = []
-    for rule in rules:
-        run = runs[rule]
-        row = {"rule": rule, **theory_row(rule), "decay_measured": math.nan, "decay_theory": math.nan,
-               "max_angle": math.nan}
-        if rule == "normalized_sgd":
-            # ‖w‖ is pinned to 1, so there is no scale to vary: η_eff = η by construction.
-            row["p_measured"] = row["sym_gap"] = math.nan
-        else:
-            angle0 = step_angle(rule, toy, radii, eta=1e-3, lam0=1e-3 if rule == "newton" else 0.0)
-            row["p_measured"] = -loglog_slope(radii, angle0)
-            eta0, lam0 = (float(np.median(g)) for g in TOY_GRIDS[rule])
-            row["sym_gap"] = rescaled_gap(rule, toy, eta0, lam0, 10.0, steps=10 if rule == "newton"
-                                          else 200, w0=start, seed=seed)
-        eq = run.equilibrium_norm(window)
-        fit = fit_exponents(run.eta, run.lam, eq)
-        row["e_measured"] = fit["ratio"]
-        row["e_eta"], row["e_lam"] = (math.nan, math.nan) if rule == "newton" else (fit["eta"], -fit["lam"])
-        n = run.norms.shape[0]
-        k = max(1, int(n * window))
-        prev = run.norms[n - 2 * k:n - k].mean(0).numpy()
-        row["drift"] = float(np.abs(eq / prev - 1).max())
-        if rule == "newton":
-            row["decay_measured"] = float((run.norms[-1] / run.norms[-11]).mean() ** 0.1)
-            row["decay_theory"] = 1 - float(run.eta[0])
-            row["eff_eta_measured"] = row["eff_lam_measured"] = math.nan
-        else:
-            ang = fit_exponents(run.eta, run.lam, run.mean_angle())
-            row["eff_eta_measured"], row["eff_lam_measured"] = ang["eta"], ang["lam"]
-            row["max_angle"] = float(run.mean_angle().max())
-        rows.append(row)
+    for r in chosen:
+        if not r.trainable:
+            runs[r.name] = run_toy(r.name, toy, *product_grid(*r.toy_grid), newton_steps, w0=start,
+                                   window=window)
+    rows = [_toy_row(r, runs[r.name], toy, start, window, seed) for r in chosen]
     return pd.DataFrame(rows), runs
 
 
