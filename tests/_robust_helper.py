@@ -1,4 +1,4 @@
-"""Run ``l2bn.cli.main`` and stop it at an exact point, for tests/test_robust.py.
+"""Run ``l2bn.cli.main`` and stop it at an exact point, for the robustness tests (tests/robust).
 
     python tests/_robust_helper.py sweep --optimizer adam ...
 
@@ -11,7 +11,8 @@ does what ``python -m l2bn sweep --optimizer adam ...`` does, except that at the
   minutes) until the file ``$L2BN_TEST_GO`` exists, then goes on.
 
 Every ``l2bn`` file (results, their sidecars, checkpoints and theirs) reaches its name through
-``os.replace``, so these are the points where a crash is most likely to leave a half-written state.
+``os.replace`` (``store.atomic_write``), so these are the points where a crash is most likely to
+leave a half-written state.
 """
 
 from __future__ import annotations

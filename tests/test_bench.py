@@ -6,10 +6,14 @@ import json
 import math
 
 import pytest
+import torch
 
+from l2bn import bench
 from l2bn.bench import figure_model_epochs, run_bench, train_flops_per_image
 from l2bn.cli import main
-from l2bn.profiles import get_profile
+from l2bn.optim import GridOptimizer
+from l2bn.profiles import default_grid, get_profile
+from l2bn.rules import UpdateRule, get_rule, trainable_rules
 
 
 def test_flops_follow_the_architecture():
@@ -21,7 +25,8 @@ def test_flops_follow_the_architecture():
 @pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
 def test_figure_model_epochs_counts_every_figure_grid(profile):
     p = get_profile(profile)
-    per_rule = len(p["lrs"]["sgd"]) * len(p["l2s"])  # every family's grid has the same size
+    lrs, l2s = default_grid(profile, "sgd")
+    per_rule = len(lrs) * len(l2s)  # every family's grid has the same size
     assert figure_model_epochs(profile) == 5 * per_rule * p["epochs"]
 
 
@@ -79,3 +84,51 @@ def test_bench_in_bf16_states_its_precision():
                        precision="bf16")
     assert report["precision"] == "bf16" and "bf16" in report["summary"]
     assert math.isfinite(report["rows"][0]["model_epochs_per_s"])
+
+
+@pytest.mark.parametrize("rule", trainable_rules())
+def test_the_separate_baseline_steps_as_the_rule_does(rule):
+    """torch.optim's counterpart (or, lacking one, the library's update for one model) moves a
+    weight as the grid optimiser does for the same rule, η and λ."""
+    target = torch.tensor([[[0.5, -1.0, 2.0], [0.0, 1.0, 1.0]]])
+
+    def one_step(use_torch: bool) -> torch.Tensor:
+        w = torch.nn.Parameter(torch.tensor([[[1.0, 2.0, -3.0], [0.5, 0.5, -1.0]]]))  # (M, units, fan-in)
+        ((w - target) ** 2).sum().backward()
+        opt = get_rule(rule).torch_optimizer([w], 0.01, 0.05) if use_torch else None
+        if opt is None:
+            grid = GridOptimizer(rule, [("w", w, "unit")], torch.tensor([0.01]), torch.tensor([0.05]))
+            grid.step(1.0, torch.ones(1, dtype=torch.bool))
+        else:
+            opt.step()
+        return w.detach()
+
+    if get_rule(rule).torch_optimizer([torch.nn.Parameter(torch.ones(1))], 0.01, 0.05) is None:
+        assert rule == "normalized_sgd"  # the one rule torch.optim lacks
+    assert torch.allclose(one_step(True), one_step(False), rtol=1e-5, atol=1e-7)
+
+
+def test_the_separate_baseline_uses_the_chosen_rule(monkeypatch):
+    made = []
+    real = UpdateRule.torch_optimizer
+
+    def spy(self, params, eta, lam, hyper=None):
+        opt = real(self, params, eta, lam, hyper)
+        made.append((self.name, type(opt).__name__))
+        return opt
+
+    monkeypatch.setattr(UpdateRule, "torch_optimizer", spy)
+    report = run_bench("smoke", ms=(2,), device="cpu", steps=1, repeats=1, optimizer="adam",
+                       variants=("separate",))
+    assert made == [("adam", "Adam")] * 2  # one optimiser per separate model, not Nesterov
+    assert report["optimizer"] == "adam" and ", adam, " in report["summary"]
+    assert math.isfinite(report["rows"][0]["model_epochs_per_s"])
+
+
+def test_bench_refuses_a_folder_for_json_before_running(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "run_bench", lambda *a, **k: pytest.fail("the benchmark ran"))
+    for target in (tmp_path, tmp_path / "missing" / "report.json", ""):
+        assert main(["bench", "--profile", "smoke", "--device", "cpu", "--json", str(target)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("l2bn bench: error: json:"), err
+    assert list(tmp_path.iterdir()) == []

@@ -12,7 +12,6 @@ import base64
 import fcntl
 import functools
 import http.server
-import importlib.util
 import json
 import os
 import re
@@ -54,14 +53,6 @@ def site() -> Path:
     return HTML
 
 
-@pytest.fixture(scope="module")
-def build_module():
-    spec = importlib.util.spec_from_file_location("book_build", BUILD_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 # ---------------------------------------------------------------------------------------------
 # The smoke build
 # ---------------------------------------------------------------------------------------------
@@ -85,6 +76,10 @@ def test_every_chapter_executes_and_has_a_page(site: Path):
         assert 'dataset = "synthetic"' in "".join(injected[0]["source"])
         stamp = json.loads((STAGE / f"{name}.stamp.json").read_text())
         assert stamp["inputs"]["parameters"]["profile"] == "smoke"
+        assert (stamp["chapter"], stamp["profile"], stamp["dataset"]) == (name, "smoke", "synthetic")
+        assert stamp["seconds"] >= 0 and stamp["started"] <= stamp["executed"] and stamp["code_version"]
+        result_file = re.compile(r"(.*/)?results/[a-z0-9_]+-[0-9a-f]+\.csv")
+        assert all(result_file.fullmatch(g["file"]) for g in stamp["grids"]), stamp["grids"]
         # The download button offers the executed notebook.
         downloadable = site / "_sources" / f"{name}.ipynb"
         assert downloadable.is_file(), f"{name}: no .ipynb to download"
@@ -94,10 +89,20 @@ def test_every_chapter_executes_and_has_a_page(site: Path):
         assert "tag_hide-cell" in page
 
 
+def test_stamps_name_the_cached_grids_each_chapter_used(site: Path):
+    """Chapters that train grids list their result files; the verdict uses all five of its rules."""
+    used = {name: json.loads((STAGE / f"{name}.stamp.json").read_text())["grids"] for name in CHAPTERS}
+    rules_used = {name: {Path(g["file"]).name.split("-")[0] for g in grids} for name, grids in used.items()}
+    assert {"nesterov", "adam"} <= rules_used["05_weight_norm"]
+    assert {"normalized_sgd", "sgd"} <= rules_used["07_normalized_weights"]
+    assert {"sgd", "nesterov", "rmsprop", "adam", "normalized_sgd"} <= rules_used["09_verdict"]
+    assert "sgd" in rules_used["03_steady_state"]
+
+
 def test_table_of_contents_follows_the_notebooks(site: Path):
     toc = (STAGE / "_toc.yml").read_text()
     files = re.findall(r"file: (\S+)", toc)
-    assert files == ["notation", *CHAPTERS, "bibliography"]
+    assert files == ["notation", *CHAPTERS, "status", "bibliography"]
 
 
 def test_pages_load_nothing_from_other_hosts(site: Path):
@@ -146,19 +151,6 @@ y = x / 0
 '''
 
 
-def test_papermill_style_parameters(build_module, tmp_path: Path):
-    args = build_module.parse_args(["-p", "optimizer", "rmsprop", "-p", "epochs", "3", "-p", "fast", "True",
-                                    "-r", "tag", "007", "-y", "lrs: [0.01, 0.1]"])
-    assert build_module.extra_parameters(args) == {
-        "optimizer": "rmsprop", "epochs": 3, "fast": True, "tag": "007", "lrs": [0.01, 0.1]}
-    params = tmp_path / "params.yaml"
-    params.write_text("l2s: [0.0001, 0.01]\nepochs: 1\n")
-    args = build_module.parse_args(["-f", str(params), "-p", "epochs", "2"])
-    assert build_module.extra_parameters(args) == {"l2s": [0.0001, 0.01], "epochs": 2}
-    with pytest.raises(build_module.BuildError, match="PROFILE"):
-        build_module.extra_parameters(build_module.parse_args(["-p", "profile", "paper"]))
-
-
 def test_list_parameter_reaches_the_notebook_and_warnings_fail_the_build(tmp_path: Path):
     (tmp_path / "nb").mkdir()
     (tmp_path / "nb" / "01_tiny.py").write_text(GOOD.replace("{ref}`notation`", "{ref}`no-such-label`"))
@@ -180,7 +172,8 @@ def test_only_what_changed_is_executed_again(tmp_path: Path):
     common = [*SMOKE, "--notebooks", str(tmp_path / "nb"), "--stage", str(tmp_path / "stage"), "--no-html"]
 
     def executed(*extra: str) -> bool:
-        proc = run_build(*common, *extra)
+        # Its own data folder: a sweep elsewhere on the machine must not count as a grid it used.
+        proc = run_build(*common, *extra, env={"L2BN_DATA": str(tmp_path / "data")})
         assert proc.returncode == 0, tail(proc)
         assert ("book: 01_tiny: up to date" in proc.stdout) != ("01_tiny: executing" in proc.stdout)
         return "01_tiny: executing" in proc.stdout
@@ -193,6 +186,9 @@ def test_only_what_changed_is_executed_again(tmp_path: Path):
     assert executed("-y", "lrs: [2.0]"), "a changed source must execute the chapter again"
     stamp = json.loads((tmp_path / "stage" / "01_tiny.stamp.json").read_text())
     assert {"source_sha256", "parameters", "l2bn_version", "code_version"} <= set(stamp["inputs"])
+    assert {"started", "executed", "seconds", "profile", "dataset", "device", "code_version",
+            "grids"} <= set(stamp)
+    assert stamp["grids"] == [], "the tiny chapter reads no cached grid"
 
 
 def test_a_failing_cell_fails_the_build_naming_notebook_and_cell(tmp_path: Path):
@@ -444,3 +440,230 @@ def test_site_in_headless_chromium(served: str, site: Path, tmp_path: Path):
                 assert status > 0, "the notebook behind the download button is not a notebook"
     finally:
         browser.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Readers and classrooms (issue 14): exercises, the student edition, the status page, provenance,
+# pages that fit the screen, buttons only with a repository, an accessibility check
+# ---------------------------------------------------------------------------------------------
+
+STUDENT_OUT = REPO / "book" / "_build" / "smoke-student"
+STUDENT_HTML = STUDENT_OUT / "_build" / "html"
+EXPERIMENTS = [c for c in CHAPTERS if c[:2] in {"05", "06", "07", "08", "09"}]
+REPOSITORY = "https://github.com/example/l2bn"
+AXE = REPO / "book" / "_build" / "tools" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def _solutions():
+    sys.path.insert(0, str(REPO / "book"))
+    from pipeline import solutions
+
+    return solutions
+
+
+def page_text(html: str) -> str:
+    """The text of an HTML page, tags and scripts removed, whitespace collapsed."""
+    import html as html_lib
+
+    html = re.sub(r"(?is)<(script|style)\b.*?</\1>", " ", html)
+    return " ".join(html_lib.unescape(re.sub(r"<[^>]+>", " ", html)).split())
+
+
+def probes(solution: str) -> list[str]:
+    """Runs of plain words (no math, code, roles or quotes, which the HTML renders differently)
+    from a solution: text that appears verbatim in a page that shows the solution."""
+    plain = re.sub(r"\$\$.*?\$\$|\$[^$]*\$|`[^`]*`|\{[^}]*\}|\([^)]*\)", "|", solution, flags=re.S)
+    plain = " ".join(plain.replace("*", "").split())
+    runs = [r.strip(" ,;.") for r in re.findall(r"[A-Za-z][A-Za-z ,;]{40,}", plain)]
+    return sorted(runs, key=len, reverse=True)[:2]
+
+
+def solution_probes() -> dict[str, list[str]]:
+    solutions = _solutions()
+    found = {c: [p for s in solutions.chapter_solutions(REPO / "notebooks" / f"{c}.py") for p in probes(s)]
+             for c in CHAPTERS}
+    assert all(found.values()), f"chapters without a probe of their solutions: {found}"
+    return found
+
+
+def site_texts(html_dir: Path) -> dict[str, str]:
+    """Every text a reader of the site can reach: pages (as text), page sources, notebooks offered
+    for download and those inside the zip of notebooks."""
+    import zipfile
+
+    texts = {}
+    for f in html_dir.rglob("*"):
+        if f.suffix == ".html":
+            texts[str(f)] = page_text(f.read_text())
+        elif f.suffix in (".ipynb", ".md", ".txt", ".js") and "_static" not in f.parts:
+            texts[str(f)] = f.read_text(errors="replace")
+        elif f.suffix == ".zip":
+            with zipfile.ZipFile(f) as zf:
+                texts.update({f"{f}:{n}": zf.read(n).decode(errors="replace") for n in zf.namelist()})
+    return texts
+
+
+@pytest.fixture(scope="module")
+def student_site(site: Path) -> Path:
+    """The student edition, built from the smoke build's executed notebooks (nothing is executed
+    again), with a repository URL set: the one build that shows the buttons."""
+    t0 = time.monotonic()
+    proc = run_build(*SMOKE, "--stage", str(STAGE), "--out", str(STUDENT_OUT), "--solutions", "hide",
+                     env={"L2BN_REPOSITORY_URL": REPOSITORY})
+    assert proc.returncode == 0, f"the student edition failed to build:\n{tail(proc)}"
+    assert "executing" not in proc.stdout, "the student edition executed notebooks again"
+    print(f"student edition built in {time.monotonic() - t0:.0f} s")
+    return STUDENT_HTML
+
+
+def test_every_chapter_shows_numbered_exercises_with_folded_solutions(site: Path):
+    for name in CHAPTERS:
+        page = (site / f"{name}.html").read_text()
+        assert len(re.findall(r'class="[^"]*\bexercise\b', page)) >= 2, f"{name}: fewer than two exercises"
+        assert re.search(r"Exercise\s+\d+", page_text(page)), f"{name}: exercises are not numbered"
+        assert re.search(r'<details[^>]*class="[^"]*\bsolution\b', page) or \
+            re.search(r'class="[^"]*\bsolution\b[^"]*\bdropdown\b', page), f"{name}: solutions are not folded"
+
+
+def test_student_edition_and_its_downloads_have_no_solution_text(site: Path, student_site: Path):
+    found = solution_probes()
+    normal = {c: page_text((site / f"{c}.html").read_text()) for c in CHAPTERS}
+    for chapter, runs in found.items():
+        missing = [r for r in runs if r not in normal[chapter]]
+        assert not missing, f"{chapter}: the probe does not find the solution in the normal site: {missing}"
+    texts = site_texts(student_site)
+    assert any(k.endswith(".zip:05_weight_norm.ipynb") for k in texts), "no zip of notebooks in the site"
+    for where, text in texts.items():
+        leaked = [r for runs in found.values() for r in runs if r in " ".join(text.split())]
+        assert not leaked, f"{where}: solution text in the student edition: {leaked[:1]}"
+    for chapter in CHAPTERS:
+        page = (student_site / f"{chapter}.html").read_text()
+        assert "student edition" in page and re.search(r'class="[^"]*\bexercise\b', page), chapter
+
+
+def test_buttons_to_the_repository_appear_only_when_it_is_configured(site: Path, student_site: Path):
+    for html_dir, expected in ((site, False), (student_site, True)):
+        page = (html_dir / f"{EXPERIMENTS[0]}.html").read_text()
+        assert (REPOSITORY in page) is expected, f"{html_dir}: repository link present={not expected}"
+        assert ("colab.research.google.com" in page) is expected
+        assert ("mybinder.org" in page) is expected
+    offline = "".join(p.read_text() for p in site.glob("*.html"))
+    assert not any(host in offline for host in ("mybinder", "colab.research", "github.com/example"))
+
+
+def test_status_page_lists_every_chapter(site: Path):
+    page = page_text((site / "status.html").read_text())
+    assert f"{len(CHAPTERS)} of {len(CHAPTERS)} chapters executed" in page
+    for name in CHAPTERS:
+        title = json.loads((STAGE / f"{name}.ipynb").read_text())["cells"][0]["source"]
+        heading = next(ln for ln in "".join(title).splitlines() if ln.startswith("# "))[2:].strip()
+        assert page_text(heading) in page, f"status page: no row for {name}"
+    assert "smoke" in page and "synthetic" in page and "cache" in page
+    assert "status.html" in (site / "intro.html").read_text(), "the introduction does not link it"
+
+
+def test_experiment_pages_fold_their_provenance(site: Path):
+    for name in EXPERIMENTS:
+        page = (site / f"{name}.html").read_text()
+        blocks = re.findall(r'<details[^>]*class="[^"]*\bprovenance\b[^"]*"[^>]*>(.*?)</details>', page, re.S)
+        assert blocks, f"{name}: no folded provenance block"
+        opening = re.search(r"<details[^>]*provenance[^>]*>", page)[0]
+        assert "open" not in opening, f"{name}: the provenance block is not folded"
+        text = page_text(blocks[0])
+        for word in ("seeds", "device", "code version", "finished", "l2bn sweep --optimizer"):
+            assert word in text, f"{name}: the provenance block lacks {word!r}"
+        assert "reproduce with" not in page_text(page), f"{name}: the old inline provenance is back"
+
+
+OVERFLOW = """(() => {
+  const W = document.documentElement.clientWidth;
+  const scrolls = el => ['auto', 'scroll'].includes(getComputedStyle(el).overflowX);
+  const inView = r => r.left >= -1 && r.right <= W + 1;
+  const cls = el => typeof el.className === 'string' && el.className.trim() ?
+    '.' + el.className.trim().split(/\\s+/).join('.') : '';
+  const name = el => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') + cls(el);
+  const root = document.querySelector('article') || document.body;
+  const bad = [];
+  for (const el of root.querySelectorAll('*')) {
+    const r = el.getBoundingClientRect();
+    if (!r.width || !r.height || inView(r)) continue;
+    let box = el.parentElement;
+    while (box && box !== root.parentElement && !scrolls(box)) box = box.parentElement;
+    if (box && scrolls(box) && inView(box.getBoundingClientRect())) continue;
+    bad.push(name(el) + ' [' + Math.round(r.left) + ', ' + Math.round(r.right) + ']');
+  }
+  return {width: W, page: document.documentElement.scrollWidth, bad: bad.slice(0, 8), n: bad.length};
+})()"""
+
+
+def _open(browser: Chromium, url: str, width: int) -> None:
+    browser.send("Emulation.setDeviceMetricsOverride",
+                 {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 600})
+    browser.send("Page.navigate", {"url": url})
+    page = url.rsplit("/", 1)[-1] or "index.html"
+    browser.wait_for(f"location.pathname.endsWith('{page}') && document.readyState === 'complete'")
+    browser.wait_for("typeof MathJax !== 'object' || !MathJax.startup || !MathJax.startup.promise || "
+                     "MathJax.startup.promise.then(() => true)", timeout=90)
+
+
+def test_no_page_overflows_horizontally_at_1280_and_400_px(served: str, site: Path, tmp_path: Path):
+    binary = chromium_binary()
+    if binary is None:
+        pytest.fail("Chromium is not installed: run `make browser` (apt-get install chromium)")
+    pages = ["intro", "notation", *CHAPTERS, "status", "bibliography"]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser = Chromium(binary, tmp_path / "chromium-profile")
+    problems = []
+    try:
+        browser.open_page()
+        for width in (1280, 400):
+            for name in pages:
+                _open(browser, f"{served}/{name}.html", width)
+                state = browser.evaluate(OVERFLOW)
+                if state["n"] or state["page"] > state["width"]:
+                    problems.append(f"{name} at {width} px: page {state['page']} px wide, {state['n']} "
+                                    f"element(s) out of the column: {state['bad']}")
+                if width == 400 and name in EXPERIMENTS:
+                    shot = browser.send("Page.captureScreenshot", {"format": "png"})["data"]
+                    (SCREENSHOTS / f"{name}-400px.png").write_bytes(base64.b64decode(shot))
+    finally:
+        browser.close()
+    assert not problems, "\n".join(problems)
+
+
+AXE_RUN = """axe.run(document, {resultTypes: ['violations']}).then(r => r.violations.map(v => ({
+  id: v.id, impact: v.impact, n: v.nodes.length,
+  where: v.nodes.slice(0, 2).map(n => n.target.join(' '))})))"""
+
+
+def test_no_serious_accessibility_violations(served: str, site: Path, tmp_path: Path):
+    """axe-core (npm; `make browser` installs it) in headless Chromium on every page: no violation
+    of impact serious or critical. The counts of all violations are printed."""
+    binary = chromium_binary()
+    if binary is None or not AXE.is_file():
+        pytest.fail("Chromium or axe-core is missing: run `make browser`")
+    axe = AXE.read_text()
+    browser = Chromium(binary, tmp_path / "chromium-profile")
+    serious, counts = [], {}
+    try:
+        browser.open_page()
+        for name in ["intro", "notation", *CHAPTERS, "status", "bibliography"]:
+            _open(browser, f"{served}/{name}.html", 1280)
+            browser.evaluate(axe + "; true")
+            found = browser.evaluate(AXE_RUN, timeout=120)
+            for v in found:
+                counts[v["impact"]] = counts.get(v["impact"], 0) + v["n"]
+                if v["impact"] in ("serious", "critical"):
+                    serious.append(f"{name}: {v['id']} ({v['impact']}, {v['n']}×) at {v['where']}")
+    finally:
+        browser.close()
+    print(f"axe-core violations by impact: {counts or 'none'}")
+    assert not serious, "\n".join(serious)
+
+
+def test_every_figure_has_alt_text(site: Path):
+    for name in CHAPTERS:
+        page = (site / f"{name}.html").read_text()
+        for img in re.findall(r"<img\b[^>]*>", page):
+            alt = re.search(r'\balt="([^"]*)"', img)
+            assert alt and len(alt[1]) > 10 and not alt[1].endswith(".png"), f"{name}: {img[:200]}"

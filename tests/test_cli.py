@@ -69,7 +69,7 @@ def test_sweep_writes_a_table_and_its_provenance(first_sweep):
     data = load_dataset("synthetic", spec["n_train"], spec["n_val"], spec["n_test"])
     assert meta["dataset"]["name"] == "synthetic"
     assert meta["dataset"]["checksum"] == data.checksum
-    assert meta["table_sha256"] == hashlib.sha256(csv.read_bytes()).hexdigest()
+    assert meta["sha256"] == hashlib.sha256(csv.read_bytes()).hexdigest()  # the store's checksum
     assert csv.name in proc.stdout and "best validation error" in proc.stdout
 
 

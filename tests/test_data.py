@@ -25,6 +25,7 @@ from l2bn.data import (
     CifarSource,
     DatasetError,
     check_dataset_name,
+    dataset_fingerprint,
     fetch_cifar10,
     load_cifar10,
     load_dataset,
@@ -249,6 +250,80 @@ def test_npz_missing_or_unreadable_file(tmp_path):
     junk.write_bytes(b"not a zip file")
     with pytest.raises(DatasetError, match="not a readable .npz"):
         load_npz(junk)
+
+
+def test_a_constant_channel_is_refused_naming_the_data(tmp_path):
+    arrays = npz_arrays(n_train=24)
+    arrays["x_train"][..., 1] = 77  # NHWC: channel 1 of every training image is one value
+    path = write_npz(tmp_path / "flat.npz", arrays)
+    with pytest.raises(DatasetError, match=r"^dataset: channel 1 of the 12 training images .* "
+                       r"constant \(every pixel 77\)") as err:
+        load_dataset(f"npz:{path}", 12, 4, 5)
+    assert "\n" not in str(err.value)
+    one_value = {**arrays, "x_train": np.full_like(arrays["x_train"], 128)}
+    with pytest.raises(DatasetError, match="channel 0 .* constant"):
+        load_dataset(f"npz:{write_npz(tmp_path / 'grey.npz', one_value)}", 12, 4, 5)
+
+
+def test_images_of_different_sizes_across_splits_are_refused(tmp_path):
+    arrays = npz_arrays()
+    arrays["x_test"] = arrays["x_test"][:, :16, :16]  # 16×16 test images, 32×32 training images
+    path = write_npz(tmp_path / "sizes.npz", arrays)
+    message = r"^dataset: in .* the training images are \(3, 32, 32\) and the test images \(3, 16, 16\)"
+    with pytest.raises(DatasetError, match=message):
+        load_npz(path)
+    with pytest.raises(DatasetError, match=message):
+        load_dataset(f"npz:{path}", 12, 4, 5)
+
+
+def test_dataset_check_compares_every_split(make_dataset):
+    data = make_dataset(n_train=8, n_val=4, n_test=4)
+    data.check()  # random images pass
+    with pytest.raises(DatasetError, match="different shapes"):
+        l2bn.data.Dataset(**{**vars(data), "x_val": data.x_val[..., :16, :16]}).check()
+    with pytest.raises(DatasetError, match="no training images"):
+        l2bn.data.Dataset(**{**vars(data), "x_train": data.x_train[:0]}).check()
+
+
+def test_a_npy_file_named_npz_is_named_as_such(tmp_path):
+    path = tmp_path / "arrays.npz"
+    with open(path, "wb") as f:
+        np.save(f, npz_arrays()["x_train"])
+    with pytest.raises(DatasetError, match=r"^dataset: .*arrays.npz is a .npy array, not an .npz "
+                       r"archive; save the four arrays .* np.savez"):
+        load_npz(path)
+
+
+@pytest.mark.parametrize("kind", ["folder", "object-array", "pickle", "empty"])
+def test_other_files_that_are_no_npz_archive(tmp_path, kind):
+    path = tmp_path / "d.npz"
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "object-array":
+        np.savez(path, **{**npz_arrays(), "y_train": np.array([{"a": 1}] * 20, dtype=object)})
+    elif kind == "pickle":
+        path.write_bytes(pickle.dumps(npz_arrays()))
+    else:
+        path.write_bytes(b"")
+    message = "is a folder" if kind == "folder" else "is not a readable .npz file"
+    with pytest.raises(DatasetError, match=f"^dataset: .*{message}") as err:
+        load_npz(path)
+    assert "\n" not in str(err.value)
+
+
+def test_a_folder_named_as_the_npz_is_called_a_folder_wherever_it_is_read(tmp_path):
+    folder = tmp_path / "d.npz"
+    folder.mkdir()
+    with pytest.raises(DatasetError, match=f"^dataset: npz file {folder} is a folder, not an .npz file$"):
+        dataset_fingerprint(f"npz:{folder}")  # the cache key reads it first
+
+
+def test_l2bn_data_that_is_a_file_is_refused_naming_it(tmp_path, monkeypatch):
+    target = tmp_path / "data"
+    target.write_text("a file")
+    monkeypatch.setenv("L2BN_DATA", str(target))
+    with pytest.raises(l2bn.data.DataError, match=f"^L2BN_DATA: {target} is not a folder"):
+        l2bn.data.data_root()
 
 
 # ---------------------------------------------------------------------------------------------

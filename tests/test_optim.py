@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from l2bn.optim import GridOptimizer
-from l2bn.rules import trainable_rules
+from l2bn.rules import get_rule, trainable_rules
 from l2bn.scale import normalize_units_, unit_norms
 
 RULES = trainable_rules()
@@ -32,15 +32,9 @@ PARAMS = [("conv", (4, 3, 3, 3), "unit"), ("fc_w", (5, 4), "classifier"), ("gamm
 
 
 def torch_optimizer(rule: str, groups: list[dict], eta: float, hp: dict) -> torch.optim.Optimizer:
-    """The torch.optim counterpart of ``rule``; each group carries its own ``weight_decay`` (= 2λ)."""
-    if rule in ("sgd", "normalized_sgd"):
-        return torch.optim.SGD(groups, lr=eta)
-    if rule in ("momentum", "nesterov"):
-        return torch.optim.SGD(groups, lr=eta, momentum=hp["rho"], nesterov=rule == "nesterov")
-    if rule == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=eta, alpha=hp["rho"], eps=hp["eps"])
-    cls = torch.optim.Adam if rule == "adam" else torch.optim.AdamW
-    return cls(groups, lr=eta, betas=(hp["rho1"], hp["rho2"]), eps=hp["eps"])
+    """The torch.optim counterpart that ``rule``'s record names; each group carries its own
+    ``weight_decay`` (= 2λ). Normalised SGD, which torch.optim lacks, is SGD plus the projection."""
+    return get_rule(rule).torch_optimizer(groups, eta, 0.0, hp) or torch.optim.SGD(groups, lr=eta)
 
 
 def make_loss(seed: int):
@@ -67,8 +61,10 @@ def initial_params(n_models: int) -> dict[str, torch.Tensor]:
             for name, shape, _ in PARAMS}
 
 
-def run_grid(rule: str, etas: list[float], lams: list[float], steps: int = STEPS, alive=None):
-    """Trajectory of M stacked models under GridOptimizer; model m minimises loss m."""
+def run_grid(rule: str, etas: list[float], lams: list[float], steps: int = STEPS, alive=None,
+             scales=None):
+    """Trajectory of M stacked models under GridOptimizer; model m minimises loss m; ``scales``
+    gives the schedule's factor of η at each step (default 1)."""
     m = len(etas)
     params = {k: v.clone().requires_grad_(True) for k, v in initial_params(m).items()}
     roles = [(name, params[name], role) for name, _, role in PARAMS]
@@ -77,24 +73,33 @@ def run_grid(rule: str, etas: list[float], lams: list[float], steps: int = STEPS
     losses = [make_loss(seed=10 + i) for i in range(m)]
     alive = torch.ones(m, dtype=torch.bool) if alive is None else alive
     trajectory = []
-    for _ in range(steps):
+    for t in range(steps):
         for p in params.values():
             p.grad = None
         sum(losses[i]({k: v[i] for k, v in params.items()}) for i in range(m)).backward()
-        opt.step(1.0, alive)
+        opt.step(1.0 if scales is None else scales[t], alive)
         trajectory.append({k: v.detach().clone() for k, v in params.items()})
     return trajectory, opt
 
 
-def run_torch(rule: str, eta: float, lam: float, model: int, steps: int = STEPS):
-    """Trajectory of model ``model`` alone under the torch.optim counterpart of ``rule``."""
+def run_torch(rule: str, eta: float, lam: float, model: int, steps: int = STEPS, scales=None,
+              rescale_momentum: bool = False):
+    """Trajectory of model ``model`` alone under the torch.optim counterpart of ``rule``, with the
+    learning rate η·``scales[t]`` at step t. ``rescale_momentum`` multiplies torch's momentum
+    buffer by η_old/η_new whenever η changes: the velocity form v = −η·buf of the paper."""
     params = {k: v[model].clone().requires_grad_(True) for k, v in initial_params(model + 1).items()}
     groups = [{"params": [params[name]], "weight_decay": 0.0 if role == "affine" else 2 * lam}
               for name, _, role in PARAMS]
     opt = torch_optimizer(rule, groups, eta, HYPER[rule])
     loss_fn = make_loss(seed=10 + model)
     trajectory = []
-    for _ in range(steps):
+    scales = [1.0] * steps if scales is None else scales
+    for t in range(steps):
+        for group in opt.param_groups:
+            if rescale_momentum and t and scales[t] != scales[t - 1]:
+                for p in group["params"]:
+                    opt.state[p]["momentum_buffer"] *= scales[t - 1] / scales[t]
+            group["lr"] = eta * scales[t]
         opt.zero_grad()
         loss_fn(params).backward()
         opt.step()
@@ -202,3 +207,23 @@ def test_a_dead_model_is_frozen(rule):
 def test_unknown_rule_is_rejected():
     with pytest.raises(ValueError, match="optimizer"):
         GridOptimizer("lbfgs", [], torch.ones(1), torch.ones(1))
+
+
+DROP = [1.0, 1.0, 1.0, 0.1, 0.1, 0.01, 0.01]  # the schedule's ÷10 drops, mid-trajectory
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_learning_rate_drops_match_torch_optim(rule):
+    """After a ÷10 drop of η, every rule matches torch.optim with the same learning rate, except the
+    momentum rules: their velocity form v ← ρv − η∇L keeps the velocity at the old η, which is
+    torch's buffer rescaled by η_old/η_new (the notation page says so)."""
+    eta = 3e-2 if rule in ("rmsprop", "adam", "adamw") else 0.1
+    grid, _ = run_grid(rule, [eta], [0.05], steps=len(DROP), scales=DROP)
+    momentum = rule in ("momentum", "nesterov")
+    plain = run_torch(rule, eta, 0.05, model=0, steps=len(DROP), scales=DROP)
+    if momentum:
+        assert not torch.allclose(grid[-1]["conv"][0], plain[-1]["conv"], rtol=1e-6)
+        assert_same_trajectory(grid, run_torch(rule, eta, 0.05, model=0, steps=len(DROP), scales=DROP,
+                                               rescale_momentum=True), model=0)
+    else:
+        assert_same_trajectory(grid, plain, model=0)

@@ -205,3 +205,19 @@ def test_auto_impl_is_measured_once_then_remembered(make_dataset, tmp_path, monk
     assert calls == [2] and facts1["impl"] == facts2["impl"] == "loop"
     pd.testing.assert_frame_equal(first, again)
     assert (tmp_path / "impl_choices.json").exists()
+
+
+def test_every_field_of_a_spec_is_declared_once_in_the_table_of_parameters():
+    """``spec.PARAMS`` is the one list of what a sweep accepts: every field is in it, nothing else,
+    and a spec built by hand is validated as one from ``from_profile``."""
+    from dataclasses import fields, replace
+
+    from l2bn.errors import ParameterError
+    from l2bn.spec import PARAMS
+
+    assert set(PARAMS) == {f.name for f in fields(SweepSpec)}
+    spec = SweepSpec.from_profile("smoke", "adam")
+    with pytest.raises(ParameterError, match=r"^hyper: adam has no hyperparameter 'rho'; adam takes rho1"):
+        replace(spec, hyper=(("rho", 0.9),))
+    with pytest.raises(ParameterError, match=r"^lrs: \[0.1, 0.01\] is not strictly increasing"):
+        SweepSpec("sgd", (0.1, 0.01), (0.0,))

@@ -5,7 +5,8 @@ random uint8 images of CIFAR-10's size (speed does not depend on the pixels):
 
   wide      M models as one network (grouped convolutions), one vectorised update
   loop      the same stacked parameters, one model's forward pass at a time, one vectorised update
-  separate  M ordinary single-model runs, each with its own ``torch.optim`` optimiser
+  separate  M ordinary single-model runs, each with its own ``torch.optim`` optimiser for the same
+            update rule (the library's update for one model where torch.optim has no such rule)
 
 Warm-up steps are excluded, each figure is the median of several timed repeats, and CUDA is timed
 with synchronisation. FLOPs come from the architecture: 2·H·W·C_in·C_out·9 per convolution, ×3 for
@@ -24,13 +25,16 @@ from typing import Any
 import torch
 
 from .data import translate_flip
+from .errors import ParameterError
 from .model import WideNet
 from .optim import GridOptimizer
-from .profiles import OPTIMIZERS, default_grid, get_profile
+from .profiles import default_grid, get_profile
+from .rules import MAIN, RULES, get_rule, trainable_rules
 from .train import MAX_SHIFT, PRECISIONS, numeric_precision, resolve_device, to_input, train_step
 
 # The update rules whose grids Figures 1–4 need: the runs a full reproduction makes.
-FIGURE_RULES = ("sgd", "nesterov", "rmsprop", "adam", "normalized_sgd")
+# The rules the paper shows on the network (Figures 1–4), whose grids a profile's book trains.
+FIGURE_RULES = tuple(name for name, r in RULES.items() if r.figures)
 
 
 def train_flops_per_image(widths: tuple[int, ...], size: int = 32) -> float:
@@ -90,8 +94,32 @@ def _time_steps(step, device: torch.device, steps: int, repeats: int) -> float:
     return statistics.median(times)
 
 
+def _separate_step(net: WideNet, optimizer: str, batch_in, y, device, precision: str):
+    """A closure doing one ordinary training step of the single model ``net`` with ``optimizer``."""
+    eta, lam = 0.01, 1e-4
+    roles = net.param_roles()
+    groups = [{"params": [p for _, p, role in roles if role != "affine"]},  # λ never acts on γ, β
+              {"params": [p for _, p, role in roles if role == "affine"], "weight_decay": 0.0}]
+    opt = get_rule(optimizer).torch_optimizer(groups, eta, lam)
+    if opt is None:  # no torch.optim counterpart: the library's own update, for one model
+        own = GridOptimizer(optimizer, roles, torch.full((1,), eta, device=device),
+                            torch.full((1,), lam, device=device))
+        alive = torch.ones(1, dtype=torch.bool, device=device)
+        return lambda: train_step(net, own, batch_in(), y, 1.0, alive, precision)
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            logits = net(batch_in())[0]
+        loss = torch.nn.functional.cross_entropy(logits.float(), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
 def _variant_step(variant: str, m: int, widths, batch: int, device, optimizer: str, precision: str):
-    """A closure doing one training step of ``variant`` for ``m`` models."""
+    """A closure doing one training step of ``variant`` for ``m`` models, all with ``optimizer``."""
     gen = torch.Generator(device=device).manual_seed(0)
     x_u8 = torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
@@ -105,18 +133,12 @@ def _variant_step(variant: str, m: int, widths, batch: int, device, optimizer: s
         opt = GridOptimizer(optimizer, net.param_roles(), eta, torch.full((m,), 1e-4, device=device))
         alive = torch.ones(m, dtype=torch.bool, device=device)
         return lambda: train_step(net, opt, batch_in(), y, 1.0, alive, precision)
-    nets = [WideNet(1, widths).to(device) for _ in range(m)]
-    opts = [torch.optim.SGD(n.parameters(), lr=0.01, momentum=0.9, nesterov=True,
-                            weight_decay=2e-4) for n in nets]
+    steps = [_separate_step(WideNet(1, widths).to(device), optimizer, batch_in, y, device, precision)
+             for _ in range(m)]
 
     def separate():
-        for net, opt in zip(nets, opts, strict=True):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                logits = net(batch_in())[0]
-            loss = torch.nn.functional.cross_entropy(logits.float(), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        for step in steps:
+            step()
 
     return separate
 
@@ -133,14 +155,15 @@ def run_bench(
     device: str = "auto",
     steps: int = 5,
     repeats: int = 3,
-    optimizer: str = "nesterov",
+    optimizer: str = MAIN.name,
     variants: tuple[str, ...] = ("wide", "loop", "separate"),
     precision: str = "fp32",
 ) -> dict[str, Any]:
     """Time each variant for each M on ``profile``'s network and batch size; return the rows and a
     one-line summary."""
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer: unknown update rule {optimizer!r}; choose one of {OPTIMIZERS}")
+    if not get_rule(optimizer).trainable:
+        raise ParameterError(f"optimizer: {optimizer} cannot train the network; choose one of "
+                             f"{', '.join(trainable_rules())}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision: unknown precision {precision!r}; choose one of {PRECISIONS}")
     if not ms or any(m < 1 for m in ms):
@@ -180,7 +203,7 @@ def run_bench(
     projected_s = model_epochs / best["model_epochs_per_s"]
     summary = (
         f"{dev.type} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}), "
-        f"{profile} network {widths} batch {batch}, {precision}: best at M={best['M']} is "
+        f"{profile} network {widths} batch {batch}, {optimizer}, {precision}: best at M={best['M']} is "
         f"{best['variant']} with {best['model_epochs_per_s']:.3g} model-epochs/s "
         f"({best.get('vs_separate', float('nan')):.2g}× separate, "
         f"{best['tflops']:.3g} TFLOP/s = {best['peak_fraction']:.1%} of a measured "
@@ -188,5 +211,5 @@ def run_bench(
         f"({model_epochs} model-epochs of training) projected at {projected_s / 60:.3g} min"
     )
     return {"device": str(dev), "profile": profile, "widths": widths, "batch_size": batch,
-            "precision": precision, "reference_peak_tflops": peak, "rows": rows,
+            "optimizer": optimizer, "precision": precision, "reference_peak_tflops": peak, "rows": rows,
             "figure_model_epochs": model_epochs, "projected_s": projected_s, "summary": summary}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import io
 import os
 import pickle
 import tempfile
@@ -19,18 +20,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import store
+from .errors import DataError
+
 N_CLASSES = 10
 SYNTHETIC_SEED = 0  # the synthetic images are fixed; the training seed only orders and augments them
 
 
-class DatasetError(RuntimeError):
-    """A dataset is missing, incomplete or malformed; the message says what to do."""
+DatasetError = DataError  # the name data errors had before ``errors``, kept for callers of this module
 
 
 def data_root() -> Path:
     """Where downloads and results live: ``$L2BN_DATA``, else the repository's ``data/``."""
     env = os.environ.get("L2BN_DATA")
     if env:
+        if Path(env).exists() and not Path(env).is_dir():
+            raise DataError(f"L2BN_DATA: {env} is not a folder; set it to the folder for downloads "
+                            "and results, or unset it to use the repository's data/")
         return Path(env)
     repo = Path(__file__).resolve().parents[2]
     return repo / "data" if (repo / "pyproject.toml").exists() else Path("data").resolve()
@@ -59,6 +65,26 @@ class Dataset:
         """Per-channel mean and standard deviation of the training images (0–255 scale)."""
         x = self.x_train.float()
         return x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
+
+    def check(self) -> None:
+        """``DatasetError('dataset: ...')`` unless training can use these images: at least one
+        training image, the same (C, H, W) in every split and, in the training images, every channel
+        varying (training divides each channel by its standard deviation, so a constant channel
+        would make every input NaN and every model 'diverge' for reasons of the data)."""
+        if len(self.x_train) == 0:
+            raise DatasetError(f"dataset: {self.name} has no training images; give n_train ≥ 1")
+        shapes = {k: tuple(getattr(self, k).shape[1:]) for k in ("x_train", "x_val", "x_test")}
+        if len(set(shapes.values())) > 1:
+            raise DatasetError(f"dataset: the splits of {self.name} have images of different shapes "
+                               f"(C, H, W) {shapes}; every split needs the same image size")
+        lo, hi = self.x_train.amin(dim=(0, 2, 3)), self.x_train.amax(dim=(0, 2, 3))
+        flat = [c for c in range(len(lo)) if lo[c] == hi[c]]
+        if flat:
+            raise DatasetError(
+                f"dataset: channel {flat[0]} of the {len(self.x_train)} training images of "
+                f"{self.name} is constant (every pixel {int(lo[flat[0]])}); training standardises "
+                "each channel by its standard deviation, so the pixels must vary"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,17 +259,7 @@ NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     """Arrays ``x_train, y_train, x_test, y_test`` from ``path``: uint8 images NHWC or NCHW with 3
     channels, integer labels in [0, 10). Images come back NCHW."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"dataset: npz file {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as err:
-        raise DatasetError(f"dataset: {path} is not a readable .npz file ({err})") from err
-    missing = [k for k in NPZ_KEYS if k not in arrays]
-    if missing:
-        raise DatasetError(f"dataset: {path} lacks arrays {missing}; it needs {list(NPZ_KEYS)}")
+    arrays = _npz_arrays(Path(path))
     out = {}
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
@@ -266,7 +282,43 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
             raise DatasetError(f"dataset: labels y_{split} in {path} must lie in [0, {N_CLASSES})")
         out[f"x_{split}"] = np.ascontiguousarray(x)
         out[f"y_{split}"] = y.astype(np.int64)
+    if out["x_train"].shape[1:] != out["x_test"].shape[1:]:
+        raise DatasetError(
+            f"dataset: in {path} the training images are {out['x_train'].shape[1:]} and the test "
+            f"images {out['x_test'].shape[1:]} (C, H, W); both splits need the same image size"
+        )
     return out
+
+
+def _check_is_file(path: Path) -> None:
+    if not path.is_file():
+        what = "is a folder, not an .npz file" if path.is_dir() else "does not exist"
+        raise DatasetError(f"dataset: npz file {path} {what}")
+
+
+def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the archive at ``path`` (pickled objects refused), or a ``DatasetError`` that
+    says what the file is instead."""
+    _check_is_file(path)
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic == b"\x93NUMPY":  # np.load would hand back a bare array
+            raise DatasetError(
+                f"dataset: {path} is a .npy array, not an .npz archive; save the four arrays in one "
+                f"file with np.savez(path, {'=..., '.join(NPZ_KEYS)}=...)"
+            )
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except DatasetError:
+        raise
+    except Exception as err:  # zipfile, numpy and the OS raise many kinds
+        reason = " ".join(str(err).split())  # one line, whatever the library wrote
+        raise DatasetError(f"dataset: {path} is not a readable .npz file ({reason})") from err
+    missing = [k for k in NPZ_KEYS if k not in arrays]
+    if missing:
+        raise DatasetError(f"dataset: {path} lacks arrays {missing}; it needs {list(NPZ_KEYS)}")
+    return arrays
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,17 +344,8 @@ def dataset_fingerprint(name: str) -> str:
     if name == "cifar10":
         return "cifar10-" + cifar10_source().archive_md5
     path = Path(name[4:])
-    if not path.is_file():
-        raise DatasetError(f"dataset: npz file {path} does not exist")
-    return "npz-" + _sha256_file(path)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    _check_is_file(path)
+    return "npz-" + store.sha256_file(path)
 
 
 def _cached_synthetic(root: Path) -> dict[str, np.ndarray]:
@@ -317,10 +360,9 @@ def _cached_synthetic(root: Path) -> dict[str, np.ndarray]:
         except Exception:  # a damaged cache file is regenerated, never trusted
             path.unlink(missing_ok=True)
     arrays = make_synthetic()
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    store.atomic_write(path, buf.getvalue())  # side-by-side workers may write it at the same time
     return arrays
 
 
@@ -355,7 +397,7 @@ def load_dataset(
     order = np.random.default_rng(12345).permutation(n_avail)
     val_idx, train_idx = order[n_avail - n_val :], order[:n_train]
     t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
-    return Dataset(
+    data = Dataset(
         name=name,
         x_train=t["x_train"][train_idx],
         y_train=t["y_train"][train_idx],
@@ -365,3 +407,5 @@ def load_dataset(
         y_test=t["y_test"][:n_test],
         checksum=h.hexdigest(),
     )
+    data.check()
+    return data

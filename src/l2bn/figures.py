@@ -7,13 +7,14 @@ figure; the numbers in it come from ``l2bn.analysis``. Conventions shared by all
   at the top), both labelled as powers of ten;
 * a diverged model is drawn as a grey hatched cell with a legend entry "diverged", never as a colour
   of the scale;
-* the title names the dataset that produced the figure, and ``provenance_caption`` writes the
-  caption that says how to reproduce it.
+* the title names the dataset that produced the figure, and ``provenance_block`` writes the
+  folded block that says where its numbers come from and how to recompute them.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,15 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from . import analysis
-from .analysis import RULE_NAMES
+from .rules import GRADIENT, get_rule
 from .scale import lr_schedule
 
 DIVERGED = {"facecolor": "0.82", "edgecolor": "0.35", "hatch": "xxx", "linewidth": 0.0}
 DIVERGED_LABEL = "diverged"
+# Collapsed cells (the norm fell by orders of magnitude, ``analysis.collapsed``) are their own
+# category, so that one of them cannot stretch a logarithmic colour scale over many decades.
+COLLAPSED = {"facecolor": "0.95", "edgecolor": "C3", "hatch": "///", "linewidth": 0.0}
+COLLAPSED_LABEL = "collapsed (norm fell > 1000×)"
 EXPONENT_TEX = {0.25: "1/4", 1 / 3: "1/3", 0.5: "1/2", 2 / 3: "2/3", -0.5: "-1/2", -1.0: "-1",
                 1.0: "1", 0.0: "0", -1 / 3: "-1/3"}
 
@@ -67,6 +72,11 @@ def unicode_power(x: float) -> str:
         text = f"{round(e)}" if abs(e - round(e)) < 1e-3 else f"{round(2 * e) / 2:.1f}"
         return "10" + text.translate(_SUPERSCRIPT)
     return f"{x:g}"
+
+
+def label(rule: str) -> str:
+    """The name of an update rule in figures and tables (its record's label)."""
+    return get_rule(rule).label
 
 
 def num(x: float, fmt: str = ".2f") -> str:
@@ -109,10 +119,11 @@ def dataset_label(name: str) -> str:
 
 
 def _as_list(results: Any) -> list[Any]:
+    """The ``SweepResult`` objects in ``results``: one, a list, a dict, seed replicates in lists."""
     if isinstance(results, Mapping):
-        return list(results.values())
+        return _as_list(list(results.values()))
     if isinstance(results, Iterable) and not hasattr(results, "provenance"):
-        return list(results)
+        return [r for item in results for r in _as_list(item)]
     return [results]
 
 
@@ -120,12 +131,6 @@ def _dataset_of(results: Any) -> str:
     names = {r.provenance.get("dataset", {}).get("name", r.provenance["spec"]["dataset"])
              for r in _as_list(results)}
     return " + ".join(dataset_label(n) for n in sorted(names))
-
-
-def _grid_text(values: Iterable[float]) -> str:
-    vs = list(values)
-    body = ", ".join(f"{v:g}" for v in vs) if len(vs) <= 5 else f"{vs[0]:g} … {vs[-1]:g}"
-    return f"{{{body}}} ({len(vs)} values)"
 
 
 def schedule_text(epochs: int) -> str:
@@ -142,33 +147,75 @@ def _short_commit(provenance: Mapping[str, Any]) -> str:
     return head[:12] + (f" +{dirty}" if dirty else "")
 
 
-def provenance_caption(results: Any) -> str:
-    """Markdown caption saying where a figure's numbers come from and how to recompute them.
+def _code_text(provenance: Mapping[str, Any]) -> str:
+    """The training code's version, and the git commit when it is known."""
+    commit = _short_commit(provenance)
+    text = f"`{str(provenance.get('code_version', '?'))[:12]}`"
+    return text if commit.startswith("unknown") else f"{text}, git `{commit}`"
 
-    ``results`` is one ``SweepResult`` or several (list or dict). Names the dataset, the profile
-    and its sizes, each update rule's (η, λ) grid, the epochs and schedule, the device, the git
-    commit, the date, whether the result was reused from the cache, and the reproducing command."""
+
+def _span(values: Iterable[float]) -> str:
+    """A grid in few characters: '0.01, 0.1' or '0.01 … 1 (5)'."""
+    vs = list(values)
+    return ", ".join(f"{v:g}" for v in vs) if len(vs) <= 3 else f"{vs[0]:g} … {vs[-1]:g} ({len(vs)})"
+
+
+def _when(provenance: Mapping[str, Any]) -> str:
+    """The date a result was finished, to the minute."""
+    text = str(provenance.get("finished", "?")).replace("T", " ")
+    return re.sub(r"(\d\d:\d\d):\d\d\+00:00$", r"\1 UTC", text)
+
+
+def provenance_caption(results: Any) -> str:
+    """One sentence for a caption: the data and the profile behind ``results`` (one ``SweepResult``,
+    or several in a list or dict), and the convention for λ."""
     rs = _as_list(results)
     if not rs:
         return "No results."
-    spec0 = rs[0].provenance["spec"]
-    parts = [
-        f"**Data:** {_dataset_of(rs)}. **Profile** `{spec0['profile']}`: {spec0['n_train']} training, "
-        f"{spec0['n_val']} validation and {spec0['n_test']} test images, conv widths "
-        f"{tuple(spec0['widths'])}, batch {spec0['batch_size']}, {schedule_text(spec0['epochs'])}. "
-        "λ is the coefficient of λ‖w‖² in the objective (PyTorch `weight_decay` = 2λ)."
-    ]
+    s = rs[0].provenance["spec"]
+    return (f"**Data:** {_dataset_of(rs)}. **Profile** `{s['profile']}`: {s['n_train']} training, "
+            f"{s['n_val']} validation and {s['n_test']} test images, conv widths "
+            f"{'-'.join(map(str, s['widths']))}, batch {s['batch_size']}, {schedule_text(s['epochs'])}. "
+            "λ is the coefficient of λ‖w‖² in the objective (PyTorch `weight_decay` = 2λ).")
+
+
+def _grid_rows(rs: list[Any]) -> dict[str, list[Any]]:
+    """The results grouped by grid (update rule and η, λ values); seed replicates share a row."""
+    grids: dict[str, list[Any]] = {}
     for r in rs:
-        p, s = r.provenance, r.provenance["spec"]
-        when = p.get("finished", "?").replace("T", " ").replace("+00:00", " UTC")
-        parts.append(
-            f"**{RULE_NAMES.get(s['optimizer'], s['optimizer'])}:** η ∈ {_grid_text(s['lrs'])} × "
-            f"λ ∈ {_grid_text(s['l2s'])}; computed on {p.get('device_name', p.get('device', '?'))} "
-            f"in {p.get('wall_time_s', math.nan):.0f} s, git commit `{_short_commit(p)}`, "
-            f"finished {when}{' (loaded from the cache)' if r.reused else ''}; "
-            f"reproduce with `{p.get('command', '?')}`."
-        )
-    return " ".join(parts)
+        s = r.provenance["spec"]
+        grids.setdefault(f"{s['optimizer']} {s['lrs']} {s['l2s']}", []).append(r)
+    return grids
+
+
+def provenance_block(results: Any, title: str = "Where these numbers come from") -> str:
+    """A folded block (a MyST ``dropdown``) with the provenance of a figure or table: the data and
+    profile, then one row per grid (update rule, η and λ grids, seeds, device and time, code
+    version, date, whether it came from the cache) and one command per grid that recomputes it.
+
+    Glue it with ``glue(name, Markdown(provenance_block(results)), display=False)`` and place it
+    with a ``{glue:md}`` directive (``:format: myst``), not inline: it is a block."""
+    rs = _as_list(results)
+    rows = ["| grid | η | λ | seeds | device, time | code version | finished |",
+            "|---|---|---|---|---|---|---|"]
+    commands = []
+    for group in _grid_rows(rs).values():
+        p, s = group[0].provenance, group[0].provenance["spec"]
+        seeds = ", ".join(str(r.provenance["spec"].get("seed", "?")) for r in group)
+        took = sum(r.provenance.get("wall_time_s", math.nan) for r in group)
+        cached = " (cache)" if all(r.reused for r in group) else ""
+        rows.append(f"| {label(s['optimizer'])} | {_span(s['lrs'])} | {_span(s['l2s'])} | {seeds} "
+                    f"| {p.get('device_name', p.get('device', '?'))}, {took:.0f} s "
+                    f"| {_code_text(p)} | {_when(p)}{cached} |")
+        command = str(p.get("command", "?"))
+        if len(group) > 1:  # one command for the replicates: the seed is the only difference
+            command = re.sub(r"--seed \d+", "--seed N", command) + f"  # N = {seeds}"
+        commands.append(command)
+    body = "\n".join(rows) if rs else "No results."
+    code = "\n".join(commands)
+    return (f"::::{{dropdown}} {title}\n:class-container: provenance\n\n"
+            f"{provenance_caption(rs)}\n\n{body}\n\nTo recompute a grid (one command per grid; an "
+            f"identical stored result is reused unless `--force` is given):\n\n```bash\n{code}\n```\n::::\n")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,6 +229,7 @@ def grid_heatmap(
     diverged: pd.DataFrame | None = None,
     *,
     cbar_label: str,
+    collapsed: pd.DataFrame | None = None,
     log_color: bool = False,
     cmap: str = "viridis",
     fmt: str = ".2g",
@@ -189,27 +237,39 @@ def grid_heatmap(
     vmax: float | None = None,
 ) -> plt.Axes:
     """Seaborn heatmap of an (η × λ) frame from ``analysis.grid``: λ across, η up, values annotated
-    while the grid is small, diverged cells grey and hatched."""
+    while the grid is small, diverged cells grey and hatched, collapsed cells (``collapsed``) hatched
+    red and left out of the colour scale."""
     data = values.sort_index(ascending=False).sort_index(axis=1)
+    if collapsed is not None:
+        data = data.mask(collapsed.reindex(index=data.index, columns=data.columns).fillna(False).astype(bool))
     finite = data.to_numpy(float)[np.isfinite(data.to_numpy(float))]
     kw: dict[str, Any] = {}
     if log_color and finite.size and (finite > 0).all():
         kw["norm"] = LogNorm(vmin=vmin or finite.min(), vmax=vmax or finite.max())
-    else:
+    elif finite.size:
         kw.update(vmin=vmin, vmax=vmax)
+    else:  # nothing to colour: a scale of its own keeps seaborn off the all-NaN minimum
+        kw.update(vmin=0, vmax=1)
     small = data.size <= 64
     sns.heatmap(data, ax=ax, mask=data.isna(), cmap=cmap, annot=small, fmt=fmt,
                 annot_kws={"fontsize": 7}, linewidths=0.5, linecolor="white",
-                cbar_kws={"label": cbar_label}, **kw)
+                cbar=bool(finite.size), cbar_kws={"label": cbar_label}, **kw)
+    if not finite.size:
+        empty_note(ax)
     if "norm" in kw:
         plain_log_ticks(ax.collections[0].colorbar.ax.yaxis, finite.min(), finite.max())
-    if diverged is not None:
-        div = diverged.reindex(index=data.index, columns=data.columns).fillna(False).to_numpy(bool)
-        for i, j in zip(*np.nonzero(div), strict=True):
-            ax.add_patch(Rectangle((j, i), 1, 1, **DIVERGED))
-        if div.any():
-            ax.legend(handles=[Patch(**DIVERGED, label=DIVERGED_LABEL)], loc="upper left",
-                      bbox_to_anchor=(-0.02, -0.1), frameon=False, fontsize=8, borderaxespad=0.1)
+    handles = []
+    for cells, style, text in ((diverged, DIVERGED, DIVERGED_LABEL), (collapsed, COLLAPSED, COLLAPSED_LABEL)):
+        if cells is None:
+            continue
+        hit = cells.reindex(index=data.index, columns=data.columns).fillna(False).to_numpy(bool)
+        for i, j in zip(*np.nonzero(hit), strict=True):
+            ax.add_patch(Rectangle((j, i), 1, 1, **style))
+        if hit.any():
+            handles.append(Patch(**style, label=text))
+    if handles:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(-0.02, -0.1), frameon=False,
+                  fontsize=8, borderaxespad=0.1, ncol=len(handles))
     ax.set_xticks(np.arange(data.shape[1]) + 0.5, [power_label(x) for x in data.columns], rotation=0)
     ax.set_yticks(np.arange(data.shape[0]) + 0.5, [power_label(x) for x in data.index], rotation=0)
     ax.set_xlabel("λ (L2 coefficient)")
@@ -252,6 +312,58 @@ def _diverged_handle() -> Patch:
 
 
 # ---------------------------------------------------------------------------------------------
+# Degenerate grids: every model (or most) diverged
+# ---------------------------------------------------------------------------------------------
+
+ALL_DIVERGED = "nothing to show: every model diverged"
+
+
+def empty_note(ax: plt.Axes, text: str = ALL_DIVERGED) -> None:
+    """Write ``text`` across the middle of ``ax``: a panel with nothing to draw says why."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=9,
+            color="0.2", wrap=True, zorder=5,
+            bbox={"facecolor": "white", "edgecolor": "0.6", "boxstyle": "round,pad=0.4"})
+
+
+def log_axes(ax: plt.Axes, x: Any, y: Any, log_y: bool = True, empty: str = ALL_DIVERGED) -> bool:
+    """Logarithmic axes for the points (x, y), or, when no point is finite and positive (matplotlib
+    cannot log-scale nothing), linear axes without ticks and ``empty`` written across them."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & ((y > 0) | (not log_y))
+    if not ok.any():
+        ax.set_xticks([])
+        ax.set_yticks([])
+        empty_note(ax, empty)
+        return False
+    ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    return True
+
+
+def degenerate_note(results: Any, mostly: float = 0.5) -> str | None:
+    """One line for the page when a grid diverged wholly or mostly (more than ``mostly`` of its
+    models by the last epoch): for each such update rule, how many cells diverged and which. None
+    when no grid did. ``results``: one ``SweepResult``, several (list or dict) or a bare table."""
+    parts = []
+    for r in [results] if isinstance(results, pd.DataFrame) else _as_list(results):
+        table = r if isinstance(r, pd.DataFrame) else r.table
+        rows = analysis.final_rows(table)
+        bad = rows[rows["diverged"].astype(bool)]
+        if len(bad) <= mostly * len(rows):
+            continue
+        cells = [f"(η={lr:g}, λ={l2:g})" for lr, l2 in zip(bad["lr"], bad["l2"], strict=True)]
+        which = "all of them" if len(bad) == len(rows) else ", ".join(cells[:6]) + (
+            f" and {len(cells) - 6} more" if len(cells) > 6 else "")
+        rule = table["optimizer"].iloc[0] if "optimizer" in table else r.provenance["spec"]["optimizer"]
+        parts.append(f"{label(rule)}: {len(bad)} of {len(rows)} cells diverged ({which})")
+    if not parts:
+        return None
+    return ("**Degenerate grid.** " + "; ".join(parts) + ". Diverged cells are left out of every "
+            "figure and fit; a fit that has fewer than two cells left is not made.")
+
+
+# ---------------------------------------------------------------------------------------------
 # Figure 1: the first layer's weight norm
 # ---------------------------------------------------------------------------------------------
 
@@ -262,8 +374,11 @@ def norm_fit_panel(ax: plt.Axes, cells: pd.DataFrame, fit: analysis.Fit, theory:
     the fitted line and the theory's slope through the fitted points' centre."""
     key = "fitted" if "fitted" in cells else "equilibrium"
     eq, rest = cells[cells[key]], cells[~cells[key]]
+    if "collapsed" in cells:
+        rest = rest[~rest["collapsed"]]
+        cells = cells[~cells["collapsed"]]
     ax.scatter(rest["eta_over_l2"], rest["norm"], facecolors="none", edgecolors="0.5", s=22,
-               label="not at equilibrium")
+               label="not at equilibrium (inputs: < D_min relaxation times)")
     ax.scatter(eq["eta_over_l2"], eq["norm"], color="C0", s=22, label="at equilibrium (fitted)")
     if math.isfinite(fit.slope):
         x = np.logspace(np.log10(eq["eta_over_l2"].min()), np.log10(eq["eta_over_l2"].max()), 20)
@@ -272,14 +387,12 @@ def norm_fit_panel(ax: plt.Axes, cells: pd.DataFrame, fit: analysis.Fit, theory:
         cx, cy = np.log10(eq["eta_over_l2"]).mean(), np.log10(eq["norm"]).mean()
         ax.plot(x, 10 ** (cy + theory * (np.log10(x) - cx)), color="C3", ls="--",
                 label=f"theory: e = {fraction(theory)}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    finite = cells["norm"][np.isfinite(cells["norm"])]
-    if len(finite):
+    if log_axes(ax, cells["eta_over_l2"], cells["norm"]):
+        finite = cells["norm"][np.isfinite(cells["norm"])]
         plain_log_ticks(ax.yaxis, finite.min(), finite.max())
     ax.set_xlabel("η/λ")
     ax.set_ylabel("‖W₁‖ (first-layer norm)")
-    ax.set_title(f"{RULE_NAMES.get(rule, rule)}: ‖W₁‖ ∝ (η/λ)^e", fontsize=10)
+    ax.set_title(f"{label(rule)}: ‖W₁‖ ∝ (η/λ)^e", fontsize=10)
     ax.legend(fontsize=7, loc="best")
     return ax
 
@@ -294,12 +407,13 @@ def weight_norm_figure(results: Mapping[str, Any], d_min: float = analysis.EQUIL
     for row, rule in zip(axes, rules, strict=True):
         r = results[rule]
         grid_heatmap(row[0], analysis.grid(r.table, column), analysis.diverged_grid(r.table),
-                     cbar_label="‖W₁‖ (first-layer norm)", log_color=True, cmap="magma")
-        row[0].set_title(f"{RULE_NAMES.get(rule, rule)}: ‖W₁‖ after the last epoch", fontsize=10)
+                     cbar_label="‖W₁‖ (first-layer norm)", log_color=True, cmap="magma",
+                     collapsed=analysis.collapsed_grid(r.table, column=column))
+        row[0].set_title(f"{label(rule)}: ‖W₁‖ after the last epoch", fontsize=10)
         fit, cells = analysis.norm_exponent(
             r.table, rule, analysis.steps_per_epoch(r.provenance), column=column, d_min=d_min,
             hyper=r.provenance["spec"].get("hyper"))
-        norm_fit_panel(row[1], cells, fit, analysis.NORM_EXPONENT[rule], rule)
+        norm_fit_panel(row[1], cells, fit, get_rule(rule).norm_exponent, rule)
     fig.suptitle(f"Figure 1 — first-layer weight norm ({_dataset_of(list(results.values()))})")
     fig.tight_layout()
     return fig
@@ -324,11 +438,11 @@ def test_error_figure(results: Mapping[str, Any], column: str = "test_err") -> p
     for row, rule in zip(axes, rules, strict=True):
         r = results[rule]
         g = 100 * analysis.grid(r.table, column)
-        exps = analysis.ETA_EFF_EXPONENTS[rule]
+        exps = get_rule(rule).eta_eff_exponents
         grid_heatmap(row[0], g, analysis.diverged_grid(r.table), cbar_label="test error (%)",
                      cmap="viridis_r", fmt=".1f")
         draw_diagonals(row[0], g.index, g.columns, exps)
-        row[0].set_title(f"{RULE_NAMES.get(rule, rule)}: test error; dashed: constant "
+        row[0].set_title(f"{label(rule)}: test error; dashed: constant "
                          f"${_eta_eff_tex(exps)}$", fontsize=10)
         rows = analysis.final_rows(r.table)
         rows = rows[~rows["diverged"].astype(bool) & (rows["l2"] > 0)]
@@ -337,7 +451,7 @@ def test_error_figure(results: Mapping[str, Any], column: str = "test_err") -> p
         cb = fig.colorbar(sc, ax=row[1])
         cb.set_label("log₁₀ λ")
         dc = analysis.diagonal_consistency(r.table, rule, column)
-        row[1].set_xscale("log")
+        log_axes(row[1], x, rows[column], log_y=False)
         row[1].set_xlabel(f"${_eta_eff_tex(exps)}$  (∝ η_eff at equilibrium)")
         row[1].set_ylabel("test error (%)")
         row[1].set_title(f"adjusted R² of the error: η_eff class {num(dc['r2_diagonal'])}, "
@@ -373,6 +487,8 @@ def lambda_lines(ax: plt.Axes, table: pd.DataFrame, title: str, column: str = "t
         ax.axvspan(math.sqrt(lam_split * min(above)), max(above) * 2, color="0.92", zorder=0,
                    label="“large” λ")
     ax.set_xscale("log")
+    if not np.isfinite(g.to_numpy(float)).any():
+        empty_note(ax)
     ax.set_xlabel("λ (L2 coefficient)")
     ax.set_ylabel("test error (%)")
     ax.set_title(title, fontsize=10)
@@ -405,31 +521,33 @@ def best_lr_figure(results: Mapping[str, Any], column: str = "val_err") -> plt.F
     """Figure 4: η* (chosen on the validation split, refined by a parabola in log η) against λ on
     log–log axes, one panel for the SGD family and one for the adaptive rules; fitted lines solid,
     the theory's slope dashed through the same centre; minima on the η grid's edge hollow."""
-    groups = [("SGD and Nesterov (theory: slope −1)", [r for r in results if r in analysis.SGD_FAMILY]),
-              ("RMSProp and ADAM (theory: slope −1/2)", [r for r in results if r in analysis.ADAPTIVE])]
-    groups = [g for g in groups if g[1]]
+    gradient = [r for r in results if get_rule(r).step_degree == GRADIENT]
+    adaptive = [r for r in results if get_rule(r).step_degree != GRADIENT]
+    groups = [(f"{' and '.join(map(label, rs))} (theory: slope "
+               f"{fraction(get_rule(rs[0]).best_lr_slope)})", rs) for rs in (gradient, adaptive) if rs]
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), squeeze=False)
     for ax, (title, rules) in zip(axes[0], groups, strict=True):
+        shown: list[pd.DataFrame] = []
         for k, rule in enumerate(rules):
             color = f"C{k}"
             fit, _, per = analysis.best_lr_slope(results[rule].table, column)
             inner, edge = per[~per["edge"]], per[per["edge"]]
+            shown += [inner[["l2", "lr_star"]], edge[["l2", "lr_grid"]].set_axis(["l2", "lr_star"], axis=1)]
             ax.scatter(inner["l2"], inner["lr_star"], color=color, s=30, zorder=3,
-                       label=f"{RULE_NAMES[rule]}: slope {num(fit.slope)} ± {num(fit.stderr)}")
+                       label=f"{label(rule)}: slope {num(fit.slope)} ± {num(fit.stderr)}")
             if len(edge):
                 ax.scatter(edge["l2"], edge["lr_grid"], facecolors="none", edgecolors=color, s=30,
-                           zorder=3, label=f"{RULE_NAMES[rule]}: on the η grid's edge (not fitted)")
+                           zorder=3, label=f"{label(rule)}: on the η grid's edge (not fitted)")
             if math.isfinite(fit.slope):
                 x = np.logspace(np.log10(inner["l2"].min()), np.log10(inner["l2"].max()), 20)
                 ax.plot(x, 10**fit.intercept * x**fit.slope, color=color)
-                theory = analysis.best_lr_slope_theory(rule)
+                theory = get_rule(rule).best_lr_slope
                 cx, cy = np.log10(inner["l2"]).mean(), np.log10(inner["lr_star"]).mean()
                 ax.plot(x, 10 ** (cy + theory * (np.log10(x) - cx)), color=color, ls="--", alpha=0.7)
         ax.plot([], [], color="0.4", ls="--", label="theory slope")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        lo, hi = ax.get_ylim()
-        plain_log_ticks(ax.yaxis, lo, hi)
+        points = pd.concat(shown)
+        if log_axes(ax, points["l2"], points["lr_star"]):
+            plain_log_ticks(ax.yaxis, *ax.get_ylim())
         ax.set_xlabel("λ (L2 coefficient)")
         ax.set_ylabel("η* (best learning rate on the validation split)")
         ax.set_title(title, fontsize=10)

@@ -27,7 +27,7 @@ def _decades(lo: int, hi: int, per_decade: int = 1) -> list[float]:
 # adaptive rules normalise the gradient and need far smaller η. Normalised SGD works at ‖w‖ = 1,
 # where η_eff = η, so it needs the η at which plain SGD's unit-norm steps are taken (η/‖w‖² with
 # ‖w‖ of order 3).
-LR_FAMILIES = ("plain", "momentum", "normalized", "adaptive")
+LR_FAMILIES = ("plain", "heavy_ball", "normalized", "adaptive")
 
 PROFILES: dict[str, dict[str, Any]] = {
     # Seconds: exercises every code path in the tests.
@@ -38,7 +38,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "widths": (4, 8, 8, 16),  # output channels of the four conv layers
         "batch_size": 64,
         "epochs": 2,
-        "lrs": {"plain": [0.1, 1.0], "momentum": [0.01, 0.1], "normalized": [0.01, 0.1],
+        "lrs": {"plain": [0.1, 1.0], "heavy_ball": [0.01, 0.1], "normalized": [0.01, 0.1],
                 "adaptive": [1e-3, 1e-2]},
         "l2s": [1e-3, 1e-2],
     },
@@ -53,7 +53,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "widths": (8, 16, 32, 64),
         "batch_size": 64,
         "epochs": 10,
-        "lrs": {"plain": _decades(-1, 1, 2), "momentum": _decades(-2, 0, 2),
+        "lrs": {"plain": _decades(-1, 1, 2), "heavy_ball": _decades(-2, 0, 2),
                 "normalized": _decades(-2, 0, 2), "adaptive": _decades(-3, -1, 2)},
         "l2s": _decades(-3, -1, 2),  # 5 × 5 = 25 models per update rule
     },
@@ -66,7 +66,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "batch_size": 128,
         "epochs": 100,
         # 7 × 7 = 49 models per update rule, half a decade apart.
-        "lrs": {"plain": _decades(-2, 1, 2), "momentum": _decades(-3, 0, 2),
+        "lrs": {"plain": _decades(-2, 1, 2), "heavy_ball": _decades(-3, 0, 2),
                 "normalized": _decades(-3, 0, 2), "adaptive": _decades(-5, -2, 2)},
         "l2s": _decades(-5, -2, 2),
     },

@@ -129,6 +129,9 @@ class UpdateRule:
     printed_eta_eff: tuple[float, float] | None = None  # Table 1's last column as printed: η^a λ^b
     figures: tuple[str, ...] = ()  # the paper's figures that show this rule on the network
     toy_grid: tuple[tuple[float, ...], tuple[float, ...]] = ((0.1, 0.316, 1.0), (1e-3, 3.16e-3, 1e-2))
+    # torch.optim's counterpart, (param groups, η, weight_decay = 2λ, hyperparameters) → optimiser;
+    # None where torch.optim has none (the projection, Newton). Checked step for step in the tests.
+    torch_optim: Callable[..., torch.optim.Optimizer] | None = None
 
     @property
     def symmetry(self) -> tuple[int, int]:
@@ -165,6 +168,14 @@ class UpdateRule:
     def trainable(self) -> bool:
         """Whether the network sweeps can run it (Newton needs the Hessian: toy unit only)."""
         return self.step is not None
+
+    def torch_optimizer(self, params: Any, eta: float, lam: float,
+                        hyper: dict[str, float] | None = None) -> torch.optim.Optimizer | None:
+        """``torch.optim``'s counterpart with ``weight_decay`` = 2λ (the paper's L2 convention), or
+        None for a rule ``torch.optim`` does not have."""
+        if self.torch_optim is None:
+            return None
+        return self.torch_optim(params, eta, 2 * lam, self.hyper(hyper))
 
     def hyper(self, overrides: dict[str, float] | None = None) -> dict[str, float]:
         """The rule's hyperparameters: its defaults with ``overrides`` applied."""
@@ -205,6 +216,20 @@ def rules_in(figure: str) -> tuple[str, ...]:
     return tuple(n for n, r in RULES.items() if figure in r.figures)
 
 
+def _torch_sgd(nesterov: bool = False) -> Callable[..., torch.optim.Optimizer]:
+    return lambda params, eta, wd, hp: torch.optim.SGD(
+        params, lr=eta, momentum=hp.get("rho", 0.0), nesterov=nesterov, weight_decay=wd)
+
+
+def _torch_rmsprop(params, eta, wd, hp) -> torch.optim.Optimizer:
+    return torch.optim.RMSprop(params, lr=eta, alpha=hp["rho"], eps=hp["eps"], weight_decay=wd)
+
+
+def _torch_adam(cls: type[torch.optim.Optimizer]) -> Callable[..., torch.optim.Optimizer]:
+    return lambda params, eta, wd, hp: cls(params, lr=eta, betas=(hp["rho1"], hp["rho2"]), eps=hp["eps"],
+                                           weight_decay=wd)
+
+
 _MOMENTUM = {"rho": 0.9}
 _ADAM = {"rho1": 0.9, "rho2": 0.999, "eps": 1e-8}
 _ADAPTIVE_TOY = ((0.01, 0.0316, 0.1), (0.01, 0.0316, 0.1))
@@ -212,18 +237,20 @@ _SGD_ETA_EFF = (0.5, -0.5)  # Table 1 as printed
 _ADAPTIVE_ETA_EFF = (2 / 3, -1 / 3)
 
 for _rule in (
-    UpdateRule("sgd", "SGD", sgd, figures=("4",), printed_eta_eff=_SGD_ETA_EFF),
-    UpdateRule("momentum", "momentum", momentum, ("v",), _MOMENTUM, lr_family="momentum",
-               printed_eta_eff=_SGD_ETA_EFF),
-    UpdateRule("nesterov", "Nesterov", nesterov, ("v",), _MOMENTUM, lr_family="momentum",
-               figures=("1", "2", "4"), printed_eta_eff=_SGD_ETA_EFF),
+    UpdateRule("sgd", "SGD", sgd, figures=("4",), printed_eta_eff=_SGD_ETA_EFF, torch_optim=_torch_sgd()),
+    UpdateRule("momentum", "momentum", momentum, ("v",), _MOMENTUM, lr_family="heavy_ball",
+               printed_eta_eff=_SGD_ETA_EFF, torch_optim=_torch_sgd()),
+    UpdateRule("nesterov", "Nesterov", nesterov, ("v",), _MOMENTUM, lr_family="heavy_ball",
+               figures=("1", "2", "4"), printed_eta_eff=_SGD_ETA_EFF, torch_optim=_torch_sgd(nesterov=True)),
     UpdateRule("rmsprop", "RMSProp", rmsprop, ("s",), {"rho": 0.9, "eps": 1e-8}, lr_family="adaptive",
                step_degree=ADAPTIVE, figures=("4",), printed_eta_eff=_ADAPTIVE_ETA_EFF,
-               toy_grid=_ADAPTIVE_TOY),
+               toy_grid=_ADAPTIVE_TOY, torch_optim=_torch_rmsprop),
     UpdateRule("adam", "ADAM", adam, ("v", "s"), _ADAM, lr_family="adaptive", step_degree=ADAPTIVE,
-               figures=("1", "2", "4"), printed_eta_eff=_ADAPTIVE_ETA_EFF, toy_grid=_ADAPTIVE_TOY),
+               figures=("1", "2", "4"), printed_eta_eff=_ADAPTIVE_ETA_EFF, toy_grid=_ADAPTIVE_TOY,
+               torch_optim=_torch_adam(torch.optim.Adam)),
     UpdateRule("adamw", "AdamW", adamw, ("v", "s"), _ADAM, lr_family="adaptive", step_degree=ADAPTIVE,
-               decay=DECOUPLED, in_paper=False, toy_grid=((0.003, 0.01, 0.03), (0.1, 0.316, 1.0))),
+               decay=DECOUPLED, in_paper=False, toy_grid=((0.003, 0.01, 0.03), (0.1, 0.316, 1.0)),
+               torch_optim=_torch_adam(torch.optim.AdamW)),
     # §5.5: every unit rescaled to norm 1 after each step, the conv units and the classifier's rows,
     # so that no weight keeps a scale for λ to act on.
     UpdateRule("normalized_sgd", "normalised SGD", sgd, lr_family="normalized",
@@ -237,3 +264,5 @@ for _rule in (
 
 # Plain gradient descent: the rule of the paper's noise model (§4) and of the theory chapters' checks.
 SGD = RULES["sgd"]
+# The paper's main rule (Figures 1, 2 and 4): the default of the benchmark and the chapters' examples.
+MAIN = RULES["nesterov"]

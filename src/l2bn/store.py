@@ -115,7 +115,9 @@ def read_sidecar(path: Path, sidecar: Path | None = None) -> dict[str, Any]:
         raise DamagedFile(f"its checksum file {side.name} is missing") from None
     except (OSError, ValueError) as err:
         raise DamagedFile(f"its checksum file {side.name} is unreadable ({err})") from None
-    if not isinstance(meta, dict) or meta.get("sidecar_sha256") != _self_digest(meta):
+    if not isinstance(meta, dict):
+        raise DamagedFile(f"its checksum file {side.name} is unreadable (not a JSON object)")
+    if meta.get("sidecar_sha256") != _self_digest(meta):
         raise DamagedFile(f"its checksum file {side.name} does not match its own checksum")
     return meta
 

@@ -1,0 +1,104 @@
+"""``main``: check everything, then execute what changed, then build the site.
+
+The exit status comes from the error's type (``L2bnError.exit_code``): 2 for a bad option or
+parameter (``ParameterError``) and for missing data (``DataError``), 3 when another build holds the
+stage (``Busy``), 1 for a failed notebook or site (``BuildError``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from l2bn.errors import L2bnError, ParameterError
+from l2bn.store import exclusive
+
+from . import chapters, execute, options, site, solutions, stamps
+from .chapters import Job
+from .common import BuildError, log
+
+
+def _settings(args, library: dict[str, str]) -> str:
+    return (f"profile `{args.profile}`, dataset `{args.dataset}`, device `{args.device}` "
+            f"(l2bn {library['l2bn_version']}, code version `{library['code_version']}`)")
+
+
+def checked_plan(args) -> tuple[list[Path], list[Job]]:
+    """Every check that needs no execution: options, settings, chapters, parameters. Writes nothing."""
+    options.check_folders(args)
+    found = chapters.discover(args.notebooks)
+    targets = chapters.select(found, args.only)
+    extras = options.extra_parameters(args)
+    chapters.check_settings(args.profile, args.dataset, args.device)
+    base = {"profile": args.profile, "dataset": args.dataset, "device": args.device}
+    return found, chapters.plan(targets, base, extras, only=bool(args.only))
+
+
+def outdated(args, stage: Path, jobs: list[Job], library: dict[str, str],
+             data_id: str) -> list[tuple[Job, dict, str]]:
+    """(job, stamp inputs, their hash) of each chapter to execute: changed, or all with --force."""
+    todo = []
+    for job in jobs:
+        inputs = stamps.stamp_inputs(job.path, job.params, library, data_id)
+        digest = stamps.stamp_hash(inputs)
+        if not args.force and stamps.is_current(stage, job.path.stem, digest):
+            log(f"{job.path.stem}: up to date")
+        else:
+            todo.append((job, inputs, digest))
+    return todo
+
+
+def run_all(todo: list[tuple[Job, dict, str]], stage: Path) -> None:
+    """Execute each chapter; every one runs even when an earlier one fails, then all failures."""
+    failures = []
+    for i, (job, inputs, digest) in enumerate(todo, 1):
+        log(f"[{i}/{len(todo)}] {job.path.stem}: executing with {chapters.shown(job.params)}")
+        try:
+            execute.execute(job.path, job.params, stage, inputs, digest)
+        except BuildError as err:
+            failures.append(str(err))
+            log(f"FAILED: {str(err).splitlines()[0]} (details at the end)")
+    if failures:
+        raise BuildError(f"{len(failures)} notebook(s) failed; no HTML was built:\n\n"
+                         + "\n\n".join(failures))
+
+
+def build(args) -> None:
+    found, jobs = checked_plan(args)
+    stage, out = args.stage.resolve(), args.out.resolve()
+    library, data_id = stamps.library_identity(), stamps.dataset_identity(args.dataset)
+    settings = _settings(args, library)
+    log(f"{len(found)} chapter(s); {settings}")
+    if args.dry_run:
+        for job, _, _ in outdated(args, stage, jobs, library, data_id):
+            log(f"{job.path.stem}: would execute with {chapters.shown(job.params)}")
+        return
+    stage.mkdir(parents=True, exist_ok=True)
+    with exclusive(stage / ".build.lock", f"the book build into {stage}"):
+        todo = outdated(args, stage, jobs, library, data_id)
+        if todo:
+            execute.ensure_dataset(args.profile, args.dataset)
+        run_all(todo, stage)
+        site.remove_stale(stage, found)
+        if args.no_html:
+            return
+        present = site.assemble(stage, found, settings)
+        absent = [p.stem for p in found if p.stem not in present]
+        if absent:
+            log(f"not executed yet, left out of the site: {', '.join(absent)} (run the full build)")
+        source = solutions.student_sources(stage) if args.solutions == "hide" else stage
+        site.build_html(source, out, {p.stem: p for p in found})
+
+
+def main(argv: list[str] | None = None) -> int:
+    t0 = time.perf_counter()
+    try:
+        build(options.parse_args(argv))
+    except L2bnError as err:
+        text = " ".join(str(err).split()) if isinstance(err, ParameterError) else str(err)
+        lead = "\n" if "\n" in text else ""  # a long report (failed notebooks) is set off from the log
+        print(f"{lead}book: ERROR: {text}", file=sys.stderr, flush=True)
+        return err.exit_code
+    log(f"done in {time.perf_counter() - t0:.1f} s")
+    return 0
