@@ -26,7 +26,13 @@ profile = "quick"  # smoke, quick or paper: this chapter does the same (small) w
 dataset = "synthetic"  # unused here: the checks run on random images, invariance needs no data
 device = "auto"  # unused here: everything runs on the CPU in float64
 seed = 0  # initial weights, random images and random scale factors
-alpha_low, alpha_high = 1 / 3, 3.0  # range of the random factors α that multiply the weights
+alpha_low = 1 / 3  # smallest of the random factors α that multiply the weights
+alpha_high = 3.0  # largest of them
+
+# %% tags=["remove-cell"]
+from l2bn.chapter import check_parameters
+
+check_parameters("01_invariance", globals())  # each parameter within its accepted values, before anything runs
 
 # %%
 import matplotlib.pyplot as plt
@@ -177,18 +183,26 @@ plt.show()
 # ({ref}`ch-steady-state`).
 #
 # One caveat carried through the book: the network's last linear layer is *not* followed by a
-# normalisation, so its own weights are not scale-invariant, and for it λ remains an ordinary
-# penalty. The same goes for γ of the last normalisation layer, which sets the scale of the
-# logits; the paper leaves γ and β unregularised and so does this book.
+# normalisation, so its own weights are not scale-invariant. That does not make λ an ordinary
+# penalty on it either: the logits are the product of the classifier's weights and the last
+# layer's γ (and β), so the classifier's scale can be traded against γ₃, β₃ at no cost to the
+# function (the last exercise below), and an L2 penalty on the classifier alone pushes that
+# scale into the unpenalised γ. The paper leaves γ and β unregularised and so does this book; the
+# classifier, γ and β are the parts of the network that break the scale symmetry the later
+# chapters rely on.
 #
 # ## Exercises
 #
-# 1. Make the scale factors tiny: in a new cell, compare
-#    `theory.output_change(norm, "unit", 1e-4, 1e-3)` for the three normalisations. Which one
-#    stops being invariant, and why? (Rerunning the whole chapter with such factors makes its
-#    checks fail, since they assume factors of order one.)
+# :::{exercise}
+# :label: ex-inv-tiny-scale
+# Make the scale factors tiny: in a new cell, compare
+# `theory.output_change(norm, "unit", 1e-4, 1e-3)` for the three normalisations. Which one
+# stops being invariant, and why? (Rerunning the whole chapter with such factors makes its
+# checks fail, since they assume factors of order one.)
+# :::
 #
-# :::{dropdown} Solution
+# :::{solution} ex-inv-tiny-scale
+# :class: dropdown
 # Weight normalisation stays exact. Batch and layer normalisation divide by
 # $\sqrt{\sigma^2 + \epsilon}$; once $\alpha^2\sigma^2$ is comparable to $\epsilon = 10^{-5}$, the ε
 # no longer vanishes against the variance and the output shrinks towards β. In practice the
@@ -196,21 +210,29 @@ plt.show()
 # table is good to about $10^{-5}$ and not to machine precision.
 # :::
 #
-# 2. Batch normalisation in evaluation mode uses the running mean and variance stored during
-#    training. Is $y(\alpha\mathbf{w}) = y(\mathbf{w})$ true for a BN network in `eval()` mode?
+# :::{exercise}
+# :label: ex-inv-eval-mode
+# Batch normalisation in evaluation mode uses the running mean and variance stored during
+# training. Is $y(\alpha\mathbf{w}) = y(\mathbf{w})$ true for a BN network in `eval()` mode?
+# :::
 #
-# :::{dropdown} Solution
+# :::{solution} ex-inv-eval-mode
+# :class: dropdown
 # Not immediately: the stored statistics were computed at the old scale, so scaling the weights
 # after training changes the evaluation output. The statistics follow the weights as soon as the
 # network sees training batches again, and a network *trained* at scale αw ends with running
 # statistics α (mean) and α² (variance) times larger, i.e. with the same evaluation function.
 # :::
 #
-# 3. The classifier after global average pooling is not normalised. Show that the network's
-#    output is nevertheless invariant to multiplying the *last* BN layer's γ and β by α > 0 when
-#    the classifier's weights are divided by α. What does this say about regularising γ?
+# :::{exercise}
+# :label: ex-inv-last-gamma
+# The classifier after global average pooling is not normalised. Show that the network's
+# output is nevertheless invariant to multiplying the *last* BN layer's γ and β by α > 0 when
+# the classifier's weights are divided by α. What does this say about regularising γ?
+# :::
 #
-# :::{dropdown} Solution
+# :::{solution} ex-inv-last-gamma
+# :class: dropdown
 # After the last BN layer comes a ReLU, which is positively homogeneous: $g(\alpha z) = \alpha g(z)$
 # for α > 0. Average pooling is linear. So multiplying γ and β by α multiplies the pooled features
 # by α, and dividing the classifier's weights by α undoes it. An L2 penalty on γ can thus be traded

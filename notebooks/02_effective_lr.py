@@ -33,6 +33,11 @@ seed = 0  # initial weights, data of the toy unit, minibatch order
 eta = 1.0  # learning rate of the SGD run without L2
 growth_steps = 3000  # length of that run (smoke: 1000)
 
+# %% tags=["remove-cell"]
+from l2bn.chapter import check_parameters
+
+check_parameters("02_effective_lr", globals())  # each parameter within its accepted values, before anything runs
+
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
@@ -225,11 +230,15 @@ pd.Series(gaps, name="largest relative gap").rename_axis("α")
 #
 # ## Exercises
 #
-# 1. Repeat the derivation of η_eff for heavy-ball momentum,
-#    $\mathbf{v}_{t+1} = \rho\mathbf{v}_t - \eta\nabla L_\lambda(\mathbf{w}_t)$,
-#    $\mathbf{w}_{t+1} = \mathbf{w}_t + \mathbf{v}_{t+1}$. How must $\mathbf{v}$ scale?
+# :::{exercise}
+# :label: ex-elr-momentum
+# Repeat the derivation of η_eff for heavy-ball momentum,
+# $\mathbf{v}_{t+1} = \rho\mathbf{v}_t - \eta\nabla L_\lambda(\mathbf{w}_t)$,
+# $\mathbf{w}_{t+1} = \mathbf{w}_t + \mathbf{v}_{t+1}$. How must $\mathbf{v}$ scale?
+# :::
 #
-# :::{dropdown} Solution
+# :::{solution} ex-elr-momentum
+# :class: dropdown
 # Put $\mathbf{w} = \alpha\mathbf{w}'$ and $\mathbf{v} = \alpha\mathbf{v}'$ (the velocity is a
 # displacement, so it scales like $\mathbf{w}$). Dividing both updates by α gives
 # $\mathbf{v}'_{t+1} = \rho\mathbf{v}'_t - (\eta/\alpha^2)\nabla L_{\lambda\alpha^2}(\mathbf{w}'_t)$ and
@@ -237,12 +246,16 @@ pd.Series(gaps, name="largest relative gap").rename_axis("α")
 # $\eta/\alpha^2$. So η_eff = η/‖w‖² again, and η* ∝ 1/λ as for SGD.
 # :::
 #
-# 2. Train two runs with `theory.run_toy("sgd", ...)` from the *same* start `theory.toy_w0(toy)`,
-#    one with (η, λ) = (0.1, 10⁻³) and one with (10, 10⁻⁵), i.e. α = 10 without rescaling the
-#    starting point. Compare their norms (the second divided by 10) after 100, 1000 and 10 000
-#    steps.
+# :::{exercise}
+# :label: ex-elr-same-start
+# Train two runs with `theory.run_toy("sgd", ...)` from the *same* start `theory.toy_w0(toy)`,
+# one with (η, λ) = (0.1, 10⁻³) and one with (10, 10⁻⁵), i.e. α = 10 without rescaling the
+# starting point. Compare their norms (the second divided by 10) after 100, 1000 and 10 000
+# steps.
+# :::
 #
-# :::{dropdown} Solution
+# :::{solution} ex-elr-same-start
+# :class: dropdown
 # The two runs now differ: at the start the second one has an η_eff a hundred times larger. The
 # symmetry maps *trajectories* to trajectories, so the second run is the first one started from
 # w₀/10. With λ > 0 both forget their starting length, because the norm relaxes to a steady state
@@ -251,10 +264,14 @@ pd.Series(gaps, name="largest relative gap").rename_axis("α")
 # directions need not coincide, but they behave alike statistically.
 # :::
 #
-# 3. In the run without L2, the per-step identity holds to rounding, yet ‖w‖ grows more slowly
-#    than $t^{1/4}$. Which assumption of the $t^{1/4}$ argument fails?
+# :::{exercise}
+# :label: ex-elr-slow-growth
+# In the run without L2, the per-step identity holds to rounding, yet ‖w‖ grows more slowly
+# than $t^{1/4}$. Which assumption of the $t^{1/4}$ argument fails?
+# :::
 #
-# :::{dropdown} Solution
+# :::{solution} ex-elr-slow-growth
+# :class: dropdown
 # The argument assumes that $\|\nabla L(\mathbf{u})\|^2$ at unit norm has a constant mean. Early
 # on, the direction is far from the optimum and the mean gradient adds to the noise; later
 # η_eff is small, the direction stays close to the optimum and only the minibatch noise is left,

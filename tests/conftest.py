@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -26,3 +28,24 @@ def random_dataset(
 def make_dataset():
     """Factory for small random datasets: ``make_dataset(n_train=128, n_val=32, n_test=32, seed=0)``."""
     return random_dataset
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module: the machine is shared, workers run on one thread each,
+    and CPU numbers depend on the thread count. Modules opt in with ``usefixtures``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def private_data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data root of the test's own (downloads, results, impl choices), and no executor settings
+    inherited from the environment."""
+    root = tmp_path / "data_root"
+    monkeypatch.setenv("L2BN_DATA", str(root))
+    monkeypatch.delenv("L2BN_EXECUTOR", raising=False)
+    monkeypatch.delenv("L2BN_SLURM_CONFIG", raising=False)
+    return root

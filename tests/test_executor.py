@@ -68,21 +68,13 @@ def tiny_spec(npz: Path, rule: str = "sgd") -> SweepSpec:
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """One thread here, as in every worker: CPU numbers depend on the thread count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _private_data_root(private_data_root: Path) -> Path:
+    """Every test with its own data root (tests/conftest.py), on one thread as in every worker:
+    CPU numbers depend on the thread count."""
+    return private_data_root
 
 
-@pytest.fixture(autouse=True)
-def private_data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "data_root"
-    monkeypatch.setenv("L2BN_DATA", str(root))
-    monkeypatch.delenv("L2BN_EXECUTOR", raising=False)
-    monkeypatch.delenv("L2BN_SLURM_CONFIG", raising=False)
-    return root
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Log(list):

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from . import analysis
-from .rules import RULES, get_rule
+from .rules import RULES, add_new, get_rule
 
 # ---------------------------------------------------------------------------------------------
 # The rule and its constants (fixed in commit FIXED_NOW, before the runs they judge)
@@ -341,10 +341,7 @@ CLAIMS: dict[str, Claim] = {}
 
 def register(claim: Claim) -> Claim:
     """Add ``claim`` to the registry (ids are unique)."""
-    if claim.id in CLAIMS:
-        raise ValueError(f"claims: {claim.id!r} is already registered")
-    CLAIMS[claim.id] = claim
-    return claim
+    return add_new(CLAIMS, claim.id, claim, "claims")
 
 
 def _register_rule_claims(name: str) -> None:

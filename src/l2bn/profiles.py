@@ -29,47 +29,30 @@ def _decades(lo: int, hi: int, per_decade: int = 1) -> list[float]:
 # ‖w‖ of order 3).
 LR_FAMILIES = ("plain", "heavy_ball", "normalized", "adaptive")
 
+# The fields of a profile: training images (after the validation split), images held out of the
+# training set for choosing η* (Figure 4), test images, output channels of the four conv layers,
+# batch size, epochs, seed replicates of every grid, and the η grid of each family and the λ grid.
 PROFILES: dict[str, dict[str, Any]] = {
     # Seconds: exercises every code path in the tests.
-    "smoke": {
-        "n_train": 512,  # training images (after the validation split)
-        "n_val": 256,  # held out of the training set, for choosing η* (Figure 4)
-        "n_test": 512,
-        "widths": (4, 8, 8, 16),  # output channels of the four conv layers
-        "batch_size": 64,
-        "epochs": 2,
-        "lrs": {"plain": [0.1, 1.0], "heavy_ball": [0.01, 0.1], "normalized": [0.01, 0.1],
-                "adaptive": [1e-3, 1e-2]},
-        "l2s": [1e-3, 1e-2],
-    },
+    "smoke": dict(n_train=512, n_val=256, n_test=512, widths=(4, 8, 8, 16), batch_size=64, epochs=2,
+                  seeds=1, l2s=[1e-3, 1e-2],
+                  lrs={"plain": [0.1, 1.0], "heavy_ball": [0.01, 0.1], "normalized": [0.01, 0.1],
+                       "adaptive": [1e-3, 1e-2]}),
     # The CPU teaching profile: every chapter of the book within minutes on two cores. The weight
     # norm settles after ~1/(ηλ) steps (times 1 − ρ with momentum), so the profile buys steps
     # rather than images: 2048 images in batches of 64 give 320 steps, 160 before η first drops,
     # and the λ grid starts where that is enough for part of the grid to reach equilibrium.
-    "quick": {
-        "n_train": 2048,
-        "n_val": 1024,
-        "n_test": 1024,
-        "widths": (8, 16, 32, 64),
-        "batch_size": 64,
-        "epochs": 10,
-        "lrs": {"plain": _decades(-1, 1, 2), "heavy_ball": _decades(-2, 0, 2),
-                "normalized": _decades(-2, 0, 2), "adaptive": _decades(-3, -1, 2)},
-        "l2s": _decades(-3, -1, 2),  # 5 × 5 = 25 models per update rule
-    },
-    # The paper's setting (§6): full CIFAR-10, 100 epochs, batch 128; meant for a GPU.
-    "paper": {
-        "n_train": 45000,
-        "n_val": 5000,
-        "n_test": 10000,
-        "widths": (32, 64, 128, 256),
-        "batch_size": 128,
-        "epochs": 100,
-        # 7 × 7 = 49 models per update rule, half a decade apart.
-        "lrs": {"plain": _decades(-2, 1, 2), "heavy_ball": _decades(-3, 0, 2),
-                "normalized": _decades(-3, 0, 2), "adaptive": _decades(-5, -2, 2)},
-        "l2s": _decades(-5, -2, 2),
-    },
+    # 5 × 5 = 25 models per update rule.
+    "quick": dict(n_train=2048, n_val=1024, n_test=1024, widths=(8, 16, 32, 64), batch_size=64,
+                  epochs=10, seeds=1, l2s=_decades(-3, -1, 2),
+                  lrs={"plain": _decades(-1, 1, 2), "heavy_ball": _decades(-2, 0, 2),
+                       "normalized": _decades(-2, 0, 2), "adaptive": _decades(-3, -1, 2)}),
+    # The paper's setting (§6): full CIFAR-10, 100 epochs, batch 128; meant for a GPU. 7 × 7 = 49
+    # models per update rule, half a decade apart, three seeds of each grid for the verdict.
+    "paper": dict(n_train=45000, n_val=5000, n_test=10000, widths=(32, 64, 128, 256), batch_size=128,
+                  epochs=100, seeds=3, l2s=_decades(-5, -2, 2),
+                  lrs={"plain": _decades(-2, 1, 2), "heavy_ball": _decades(-3, 0, 2),
+                       "normalized": _decades(-3, 0, 2), "adaptive": _decades(-5, -2, 2)}),
 }
 
 

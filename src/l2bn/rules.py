@@ -185,12 +185,18 @@ class UpdateRule:
 RULES: dict[str, UpdateRule] = {}
 
 
+def add_new(table: dict[str, Any], key: str, record: Any, what: str) -> Any:
+    """``table[key] = record`` for a new key; a second record under one key is refused (a
+    registry's records are written once)."""
+    if key in table:
+        raise ParameterError(f"{what}: {key!r} is already registered")
+    table[key] = record
+    return record
+
+
 def register(rule: UpdateRule) -> UpdateRule:
     """Add ``rule`` to the registry (a new name; replacing a rule is refused)."""
-    if rule.name in RULES:
-        raise ParameterError(f"optimizer: a rule named {rule.name!r} is already registered")
-    RULES[rule.name] = rule
-    return rule
+    return add_new(RULES, rule.name, rule, "optimizer")
 
 
 def unregister(name: str) -> None:

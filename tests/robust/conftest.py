@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from robust_support import cli_args, cli_env, files_of, interrupted, run_cli, tiny_spec, write_file, write_npz
 
 from l2bn.results import run_sweep
@@ -41,19 +40,14 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the machine is shared, and CPU numbers depend on the thread count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every robustness module on one thread (``one_thread`` of tests/conftest.py)."""
 
 
 @pytest.fixture(autouse=True)
-def private_data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "data_root"
-    monkeypatch.setenv("L2BN_DATA", str(root))
-    return root
+def _private_data_root(private_data_root: Path) -> Path:
+    """Every robustness test with its own data root (``private_data_root`` of tests/conftest.py)."""
+    return private_data_root
 
 
 @pytest.fixture(scope="session")
