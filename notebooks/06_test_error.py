@@ -56,12 +56,11 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from l2bn import analysis, claims, figures
+from l2bn.chapter import chapter_rules
 from l2bn.results import sweep_results
 from l2bn.rules import get_rule
 
-rules = ["nesterov", "adam", *optimizers]  # the prose below needs these two; repeats are dropped
-if profile == "paper":
-    rules += ["sgd", "rmsprop"]
+rules = chapter_rules("06_test_error", globals())  # the figure's rules (the prose needs them), then `optimizers`
 results = sweep_results(profile, rules, dataset, device)  # cached, or trained with a progress bar
 
 # %% [markdown]

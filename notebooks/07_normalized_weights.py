@@ -53,9 +53,10 @@ from IPython.display import Markdown
 from myst_nb import glue
 
 from l2bn import analysis, claims, figures
+from l2bn.chapter import chapter_rules
 from l2bn.results import sweep_results
 
-results = sweep_results(profile, ["normalized_sgd", compare_with], dataset, device)
+results = sweep_results(profile, chapter_rules("07_normalized_weights", globals()), dataset, device)
 normalized, plain = results["normalized_sgd"], results[compare_with]
 
 # %% [markdown]

@@ -43,10 +43,11 @@ from IPython.display import Markdown
 from myst_nb import glue
 
 from l2bn import analysis, claims, figures
+from l2bn.chapter import chapter_rules
 from l2bn.results import sweep_results
 from l2bn.rules import get_rule
 
-rules = ["sgd", "nesterov", "rmsprop", "adam", *optimizers]  # the prose needs these four
+rules = chapter_rules("08_best_learning_rate", globals())  # Figure 4's four rules, then `optimizers`
 results = sweep_results(profile, rules, dataset, device)  # cached, or trained with a progress bar
 
 # %% [markdown]

@@ -117,6 +117,11 @@ def _defaults(written: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def literal_defaults(path: Path) -> dict[str, Any]:
+    """The literal defaults of ``path``'s parameters cell."""
+    return _defaults(declared_parameters(path))
+
+
 def _check(path: Path, written: dict[str, str], params: dict[str, Any], extras: Extras) -> None:
     try:
         declared.check_parameters(declared.spec_for(path.stem), {**_defaults(written), **params})

@@ -64,6 +64,23 @@ def run_all(todo: list[tuple[Job, dict, str]], stage: Path) -> None:
                          + "\n\n".join(failures))
 
 
+def train_grids(todo: list[tuple[Job, dict, str]], device: str) -> None:
+    """Compute every grid the chapters to execute will read, all at once, before the first chapter
+    runs: the executor (``$L2BN_EXECUTOR``) then keeps every core (or GPU, or Slurm node) busy until
+    the last grid, instead of one chapter's few grids at a time. Stored grids are reused."""
+    from l2bn.chapter import chapter_specs
+    from l2bn.executor import check, run_specs
+
+    specs = []
+    for job, _, _ in todo:
+        values = {**chapters.literal_defaults(job.path), **job.params}
+        specs += chapter_specs(job.path.stem, values)
+    if specs:
+        specs = list(dict.fromkeys(specs))
+        log(f"{len(specs)} grid(s) read by the chapters to execute; computing the missing ones first")
+        check(run_specs(specs, device=device))
+
+
 def build(args) -> None:
     found, jobs = checked_plan(args)
     stage, out = args.stage.resolve(), args.out.resolve()
@@ -79,6 +96,7 @@ def build(args) -> None:
         todo = outdated(args, stage, jobs, library, data_id)
         if todo:
             execute.ensure_dataset(args.profile, args.dataset)
+            train_grids(todo, args.device)
         run_all(todo, stage)
         site.remove_stale(stage, found)
         if args.no_html:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import L2bnError, ParameterError
-from .rules import RULES, trainable_rules
+from .rules import RULES, rules_in, trainable_rules
 
 COMMON = ("profile", "dataset", "device")  # every chapter declares these; the build sets them
 SEED_MAX = 2**31 - 1  # numpy and torch both take any seed in [0, 2³¹)
@@ -202,15 +202,30 @@ class ChapterSpec:
     name: str
     params: dict[str, Kind]
     relations: tuple[Relation, ...] = field(default=())
+    # The update rules whose profile grids the chapter reads, from its parameters, and whether it
+    # reads every seed replicate of the profile (the verdict) or the first seed only.
+    grids: Callable[[Mapping[str, Any]], list[str]] | None = None
+    replicates: bool = False
 
 
-def _chapter(name: str, own: dict[str, Kind], *relations: Relation) -> ChapterSpec:
+def _chapter(name: str, own: dict[str, Kind], *relations: Relation,
+             grids: Callable[[Mapping[str, Any]], list[str]] | None = None,
+             replicates: bool = False) -> ChapterSpec:
     common: dict[str, Kind] = {
         "profile": Name(_profiles, "profile"),
         "dataset": Checked(_dataset, "synthetic, cifar10 or npz:PATH"),
         "device": Checked(_device, "auto, cpu, cuda or cuda:N (a GPU this machine has)"),
     }
-    return ChapterSpec(name, {**common, **own}, relations)
+    return ChapterSpec(name, {**common, **own}, relations, grids, replicates)
+
+
+def _figure_rules(figure: str, more: str | None = None) -> Callable[[Mapping[str, Any]], list[str]]:
+    """The rules the paper shows in ``figure``, then the chapter's ``optimizers``; the paper profile
+    adds the rules of Table 1 that Figure 4 trains (repeats dropped)."""
+    def grids(p: Mapping[str, Any]) -> list[str]:
+        extra = rules_in("4") if p.get("profile") == "paper" else ()
+        return list(dict.fromkeys([*rules_in(figure), *p.get(more or "optimizers", ()), *extra]))
+    return grids
 
 
 SEED = Number(0, SEED_MAX, integer=True)
@@ -231,12 +246,17 @@ CHAPTERS: dict[str, ChapterSpec] = {spec.name: spec for spec in (
                                  "net_l2s": Numbers(Number(0, 1, lo_open=True), longest=49)}),
     _chapter("04_update_rules", {"seed": SEED, "optimizer": Name(_all_rules), "steps": STEPS,
                                  "newton_steps": Number(1, 1000, integer=True)}),
-    _chapter("05_weight_norm", {"optimizers": RULE_LIST, "d_min": D_MIN, "learned_err": TRAIN_ERR}),
-    _chapter("06_test_error", {"optimizers": RULE_LIST, "d_min": D_MIN, "learned_err": TRAIN_ERR}),
-    _chapter("07_normalized_weights", {"compare_with": Name(_rules_but_normalized)}),
+    _chapter("05_weight_norm", {"optimizers": RULE_LIST, "d_min": D_MIN, "learned_err": TRAIN_ERR},
+             grids=_figure_rules("1")),
+    _chapter("06_test_error", {"optimizers": RULE_LIST, "d_min": D_MIN, "learned_err": TRAIN_ERR},
+             grids=_figure_rules("2")),
+    _chapter("07_normalized_weights", {"compare_with": Name(_rules_but_normalized)},
+             grids=lambda p: list(dict.fromkeys([*rules_in("3"), p["compare_with"]]))),
     _chapter("08_best_learning_rate", {"optimizers": RULE_LIST,
-                                       "n_boot": Number(10, 100_000, integer=True)}),
-    _chapter("09_verdict", {"optimizers": RULE_LIST, "toy_steps": STEPS, "learned_err": TRAIN_ERR}),
+                                       "n_boot": Number(10, 100_000, integer=True)},
+             grids=lambda p: list(dict.fromkeys([*rules_in("4"), *p["optimizers"]]))),
+    _chapter("09_verdict", {"optimizers": RULE_LIST, "toy_steps": STEPS, "learned_err": TRAIN_ERR},
+             grids=lambda p: list(dict.fromkeys(p["optimizers"])), replicates=True),
 )}
 # Chapters without an entry (a new one, the build's own tests) get their common parameters checked.
 ANY_CHAPTER = _chapter("any", {})
@@ -277,3 +297,22 @@ def check_parameters(chapter: str | ChapterSpec, values: Mapping[str, Any]) -> N
     for rel in chapter.relations:
         if all(n in values for n in rel.names) and not rel.holds(*(values[n] for n in rel.names)):
             raise ChapterParameterError(rel.names[0], rel.message)
+
+
+def chapter_rules(chapter: str, values: Mapping[str, Any]) -> list[str]:
+    """The update rules whose grids ``chapter`` reads with parameters ``values`` (a notebook passes
+    ``globals()``): the chapter's prose needs the paper's rules of its figure, then its own."""
+    spec = spec_for(chapter)
+    return [] if spec.grids is None else spec.grids(values)
+
+
+def chapter_specs(chapter: str, values: Mapping[str, Any]) -> list[Any]:
+    """Every sweep spec ``chapter`` reads: its rules' profile grids, for every seed replicate of the
+    profile when the chapter judges claims (the verdict), else the first seed. The book's build
+    computes the specs of all chapters before the first chapter runs (``executor.run_specs``)."""
+    from .profiles import get_profile
+    from .spec import SweepSpec
+
+    seeds = range(get_profile(values["profile"])["seeds"]) if spec_for(chapter).replicates else (0,)
+    return [SweepSpec.from_profile(values["profile"], rule, values["dataset"], seed=seed)
+            for rule in chapter_rules(chapter, values) for seed in seeds]

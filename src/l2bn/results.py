@@ -33,6 +33,7 @@ from . import store
 from .checkpoint import discard_checkpoint
 from .data import Dataset, data_root, dataset_fingerprint
 from .errors import Busy, DamagedFile, ParameterError
+from .profiles import get_profile
 from .spec import SweepSpec, code_version, validate_params
 from .train import load_spec_data, train_grid
 
@@ -286,21 +287,25 @@ def list_results(out: Path | str | None = None) -> list[dict[str, Any]]:
 
 
 def sweep_results(
-    profile: str, rules: list[str], dataset: str, device: str = "auto", progress: bool = True
-) -> dict[str, SweepResult]:
+    profile: str, rules: list[str], dataset: str, device: str = "auto", progress: bool = True,
+    seeds: int | None = None,
+) -> dict[str, SweepResult] | dict[str, list[SweepResult]]:
     """One result per update rule in ``rules``, each on ``profile``'s default grid: loaded from the
     cache, or computed (with a progress bar) through the executor that ``$L2BN_EXECUTOR`` names:
     ``local`` by default, side by side on a CPU's cores or a machine's GPUs, or ``slurm``, one job
-    array (see ``l2bn.executor``). Every table is checked to hold exactly one row per model and
-    epoch, the shape the analysis expects."""
+    array (see ``l2bn.executor``). With ``seeds`` (``0`` for the profile's own number), each rule
+    gets the list of its seed replicates 0, 1, … instead. Every table is checked to hold exactly one
+    row per model and epoch, the shape the analysis expects."""
     from .executor import check, run_specs  # the executor is built on this module
 
-    specs = [SweepSpec.from_profile(profile, rule, dataset) for rule in dict.fromkeys(rules)]
-    results = {}
+    n = 1 if seeds is None else (seeds or get_profile(profile)["seeds"])
+    specs = [SweepSpec.from_profile(profile, rule, dataset, seed=s)
+             for rule in dict.fromkeys(rules) for s in range(n)]
+    results: dict[str, list[SweepResult]] = {}
     for spec, result in zip(specs, check(run_specs(specs, device=device, progress=progress)),
                             strict=True):
         t = result.table
         if len(t) != t["model"].nunique() * t["epoch"].nunique():
             raise ValueError(f"results: {result.path} does not hold one row per model and epoch")
-        results[spec.optimizer] = result
-    return results
+        results.setdefault(spec.optimizer, []).append(result)
+    return {r: v[0] for r, v in results.items()} if seeds is None else results
