@@ -145,10 +145,11 @@ display(table1)
 # here come from a bootstrap: over seed replicates when a grid has them (the `paper` profile runs
 # three), over the cells of a fit, and with every error rate redrawn from its binomial
 # distribution on the finite validation and test sets (a 1024-image test set gives one error rate
-# an uncertainty of about 1.4 points). The `quick` profile runs {glue:text}`v_seeds` seed per grid:
-# a second seed of its five grids would double the book's training time (about six minutes on this
-# two-core machine), so its intervals carry the cells' and the test sets' noise but not the
-# seed-to-seed spread.
+# an uncertainty of about 1.4 points). This build has {glue:text}`v_seeds` seed(s) per grid. The `quick`
+# profile runs one: each of its five 25-model grids took 186–224 s to train on the two-core
+# machine the README's figures were measured on, so a second seed would add five more such grids
+# to a build meant to stay within 15 minutes. Its intervals therefore carry the cells' and the test
+# sets' noise, not the seed-to-seed spread.
 #
 # **Exclusions, fixed in advance and computed from the inputs.** A cell is left out of a fit when it
 # *diverged* (a loss that was not finite), when it *collapsed* (its first-layer norm ended more than

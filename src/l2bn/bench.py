@@ -197,19 +197,26 @@ def run_bench(
         for row in rows:
             if row["M"] == m and base:
                 row["vs_separate"] = row["model_epochs_per_s"] / base
-    largest_m = [r for r in rows if r["M"] == max(ms)]
-    best = max(largest_m, key=lambda r: r["model_epochs_per_s"])
+    report = {"device": str(dev), "profile": profile, "widths": widths, "batch_size": batch,
+              "optimizer": optimizer, "precision": precision, "reference_peak_tflops": peak, "rows": rows}
+    return _with_summary(report, dev, max(ms))
+
+
+def _with_summary(report: dict[str, Any], dev: torch.device, largest: int) -> dict[str, Any]:
+    """``report`` with the best variant at the largest M, the profile's projected training time
+    and a one-line summary."""
+    best = max((r for r in report["rows"] if r["M"] == largest), key=lambda r: r["model_epochs_per_s"])
+    profile, peak, precision = report["profile"], report["reference_peak_tflops"], report["precision"]
     model_epochs = figure_model_epochs(profile)
     projected_s = model_epochs / best["model_epochs_per_s"]
     summary = (
         f"{dev.type} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}), "
-        f"{profile} network {widths} batch {batch}, {optimizer}, {precision}: best at M={best['M']} is "
+        f"{profile} network {report['widths']} batch {report['batch_size']}, {report['optimizer']}, "
+        f"{precision}: best at M={best['M']} is "
         f"{best['variant']} with {best['model_epochs_per_s']:.3g} model-epochs/s "
         f"({best.get('vs_separate', float('nan')):.2g}× separate, "
         f"{best['tflops']:.3g} TFLOP/s = {best['peak_fraction']:.1%} of a measured "
         f"{peak:.3g} TFLOP/s {precision} matmul); {profile} profile's Figures 1–4 "
         f"({model_epochs} model-epochs of training) projected at {projected_s / 60:.3g} min"
     )
-    return {"device": str(dev), "profile": profile, "widths": widths, "batch_size": batch,
-            "optimizer": optimizer, "precision": precision, "reference_peak_tflops": peak, "rows": rows,
-            "figure_model_epochs": model_epochs, "projected_s": projected_s, "summary": summary}
+    return {**report, "figure_model_epochs": model_epochs, "projected_s": projected_s, "summary": summary}

@@ -397,7 +397,7 @@ def _register_theory_claims() -> None:
             e = r.norm_exponent
             for which in ("eta", "lambda"):
                 register(Claim(f"toy-exponent-{which}/{name}", "§5, Table 1 (toy unit)",
-                               f"{r.label}: ‖w‖ ∝ {'η' if which == 'eta' else 'λ^−1'}^e with e = "
+                               f"{r.label}: ‖w‖ ∝ {'η^e' if which == 'eta' else 'λ^(−e)'} with e = "
                                f"{e:.3g} at equilibrium, on the toy unit", e, around(e, 0.03),
                                toy_exponent(name, which), fixed_at=FIRST_RESULTS, needs=(THEORY,),
                                primary=r.in_paper))

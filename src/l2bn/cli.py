@@ -103,22 +103,30 @@ def build_parser() -> argparse.ArgumentParser:
         "train (η, λ) grids of the paper's 4-layer network and inspect the results.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _sweep_parser(sub, PROFILES, PRECISIONS, trainable_rules(), dataset_names())
+    info = sub.add_parser("info", help="device, torch, datasets and cached results")
+    info.add_argument("--out", help="results folder (default data/results)")
+    info.add_argument("--fetch-cifar10", action="store_true", help="download CIFAR-10 into data/")
+    _bench_parser(sub, PROFILES, PRECISIONS, trainable_rules())
+    return parser
 
+
+def _sweep_parser(sub: Any, profiles: Any, precisions: Any, rules: Any, datasets: str) -> None:
     sw = sub.add_parser("sweep", help="train one update rule's (η, λ) grid (cached by spec)",
                         description="Train every (η, λ) pair of a grid as one wide model and "
                         "store a tidy table with provenance under data/results/. An identical "
                         "spec is not trained twice.")
-    sw.add_argument("--optimizer", required=True, choices=trainable_rules(), help="update rule")
-    sw.add_argument("--profile", default="quick", choices=list(PROFILES),
+    sw.add_argument("--optimizer", required=True, choices=rules, help="update rule")
+    sw.add_argument("--profile", default="quick", choices=list(profiles),
                     help="smoke (seconds), quick (CPU lesson), paper (GPU); default quick")
-    sw.add_argument("--dataset", default="synthetic", help=f"{dataset_names()}; default synthetic")
+    sw.add_argument("--dataset", default="synthetic", help=f"{datasets}; default synthetic")
     sw.add_argument("--device", default="auto", help="auto, cpu or cuda; default auto")
     sw.add_argument("--lrs", type=_floats, help="learning rates η, comma-separated, increasing")
     sw.add_argument("--l2s", type=_floats,
                     help="L2 strengths λ (objective + λ‖w‖²), comma-separated, increasing")
     sw.add_argument("--epochs", type=_int, help="epochs (default from the profile)")
     sw.add_argument("--seed", type=_int, default=0, help="seed of init, data order, augmentation")
-    sw.add_argument("--precision", default="fp32", choices=PRECISIONS,
+    sw.add_argument("--precision", default="fp32", choices=precisions,
                     help="fp32 (default), tf32 (GPU tensor cores) or bf16 (autocast, fp32 master weights)")
     sw.add_argument("--norm", default="batch", choices=("batch", "weight", "layer", "none"),
                     help="normalisation after each conv; default batch")
@@ -147,24 +155,23 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--mem-gb", type=float, help="memory per Slurm task in GB (default: the partition's)")
     ex.add_argument("--slurm-config", help="TOML file of the Slurm options")
 
-    info = sub.add_parser("info", help="device, torch, datasets and cached results")
-    info.add_argument("--out", help="results folder (default data/results)")
-    info.add_argument("--fetch-cifar10", action="store_true", help="download CIFAR-10 into data/")
+
+def _bench_parser(sub: Any, profiles: Any, precisions: Any, rules: Any) -> None:
+    from .rules import MAIN
 
     bench = sub.add_parser("bench", help="time the wide model against one model at a time",
                            description="Time training steps of the wide model, the loop over "
                            "stacked models, and separate torch.optim runs, for each M.")
-    bench.add_argument("--profile", default="paper", choices=list(PROFILES),
+    bench.add_argument("--profile", default="paper", choices=list(profiles),
                        help="network width and batch size to time; default paper")
     bench.add_argument("--device", default="auto", help="auto, cpu or cuda")
     bench.add_argument("--ms", type=_ints, default=[1, 7, 49], help="model counts; default 1,7,49")
     bench.add_argument("--steps", type=_int, default=5, help="steps per timed repeat")
     bench.add_argument("--repeats", type=_int, default=3, help="timed repeats (median reported)")
-    bench.add_argument("--optimizer", default="nesterov", choices=trainable_rules(),
-                       help="update rule of every variant; default nesterov")
-    bench.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp32, tf32 or bf16")
+    bench.add_argument("--optimizer", default=MAIN.name, choices=rules,
+                       help=f"update rule of every variant; default {MAIN.name}")
+    bench.add_argument("--precision", default="fp32", choices=precisions, help="fp32, tf32 or bf16")
     bench.add_argument("--json", help="also write the report to this JSON file")
-    return parser
 
 
 def sweep_spec(args: argparse.Namespace) -> Any:

@@ -318,6 +318,19 @@ def _as_column(v) -> Tensor:
     return torch.as_tensor(v, dtype=DTYPE).reshape(-1, 1)
 
 
+def _toy_step(records, cols, bounds, w: Tensor, g: Tensor, states: dict, hps: dict, t: int) -> Tensor:
+    """One step of every rule on its own slice of the stacked copies (``states`` updated in place)."""
+    parts = []
+    for i, (name, r) in enumerate(records.items()):
+        lo, hi = bounds[i], bounds[i + 1]
+        eta, lam = cols[name]
+        new, states[name] = r.step(w[lo:hi], g[lo:hi], states[name], eta, lam, t, hps[name])
+        if r.projection is not None:
+            r.projection(new, lead=1)
+        parts.append(new)
+    return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+
 def run_toys(
     grids: dict[str, tuple],
     toy: ToyUnit,
@@ -360,16 +373,7 @@ def run_toys(
     with single_thread():
         for t in range(1, steps + 1):
             g = toy_grad(w, toy, torch.randint(0, toy.n, (batch,), generator=gen))
-            parts = []
-            for i, rule in enumerate(grids):
-                lo, hi = bounds[i], bounds[i + 1]
-                eta, lam = cols[rule]
-                r = records[rule]
-                new, states[rule] = r.step(w[lo:hi], g[lo:hi], states[rule], eta, lam, t, hps[rule])
-                if r.projection is not None:
-                    r.projection(new, lead=1)
-                parts.append(new)
-            new = torch.cat(parts) if len(parts) > 1 else parts[0]
+            new = _toy_step(records, cols, bounds, w, g, states, hps, t)
             grad_sq[t - 1] = (g * g).sum(-1)
             if t > steps - n_angle:
                 angles[t - 1 - (steps - n_angle)] = angular_update(w, new, lead=1)
