@@ -164,7 +164,7 @@ glue("flat_spread", float((data.max() - data.min()) / data.mean()), display=Fals
 assert (data.max() - data.min()) / data.mean() < 1e-4
 
 fig, ax = plt.subplots(figsize=(6, 3.5))
-for lam, g in ray.groupby("lam"):
+for lam, g in ray.groupby("l2"):
     ax.plot(g.alpha, g.penalised_loss, marker="o", label=f"$L_\\lambda$, λ = {lam:g}")
 ax.plot(alphas, data, "k--", label="$L$ (data term)")
 ax.set_xscale("log")

@@ -104,28 +104,28 @@ if profile == "smoke":
 # %%
 glue("units", float(units), display=False)
 glue("steps", float(steps), display=False)
-etas, lams = theory.product_grid([0.03, 0.1, 0.3, 1.0], [0.003, 0.01, 0.03])
-sim = theory.noise_model_table(etas, lams, steps, units=units, seed=seed)
+lrs, l2s = theory.product_grid([0.03, 0.1, 0.3, 1.0], [0.003, 0.01, 0.03])
+sim = theory.noise_model_table(lrs, l2s, steps, units=units, seed=seed)
 max_err = float(sim.rel_err.abs().max())
 printed_err = float((sim.simulated / sim.as_printed - 1).abs().max())
 approx_err = float((sim.approx / sim.closed_form - 1).abs().max())
-exponent = theory.loglog_slope(sim.eta / sim.lam, sim.simulated)
+exponent = theory.loglog_slope(sim.lr / sim.l2, sim.simulated)
 for name, value in [("max_err", max_err), ("printed_err", printed_err), ("approx_err", approx_err),
-                    ("sim_exponent", exponent), ("min_eta_lam", float(sim.eta_lam.min())),
-                    ("max_eta_lam", float(sim.eta_lam.max()))]:
+                    ("sim_exponent", exponent), ("min_eta_lam", float(sim.lr_l2.min())),
+                    ("max_eta_lam", float(sim.lr_l2.max()))]:
     glue(name, value, display=False)
 assert max_err < 0.05, max_err
 assert abs(exponent - 0.25) < 0.01, exponent
 sim.round(4)
 
 # %%
-ratio = np.logspace(np.log10((sim.eta / sim.lam).min()), np.log10((sim.eta / sim.lam).max()), 50)
+ratio = np.logspace(np.log10((sim.lr / sim.l2).min()), np.log10((sim.lr / sim.l2).max()), 50)
 fig, ax = plt.subplots(figsize=(6.5, 4))
-points = ax.scatter(sim.eta / sim.lam, sim.simulated, c=sim.eta_lam, norm=LogNorm(), cmap="viridis", s=40,
+points = ax.scatter(sim.lr / sim.l2, sim.simulated, c=sim.lr_l2, norm=LogNorm(), cmap="viridis", s=40,
                     label="simulated")
 fig.colorbar(points, ax=ax, label="ηλ")
 ax.plot(ratio, (ratio / 8) ** 0.25, "k--", label=r"$(\eta/8\lambda)^{1/4}$, small $\eta\lambda$")
-ax.plot(sim.eta / sim.lam, sim.as_printed, "x", color="tab:red", label="formula as printed in §4")
+ax.plot(sim.lr / sim.l2, sim.as_printed, "x", color="tab:red", label="formula as printed in §4")
 ax.set_xscale("log")
 ax.set_yscale("log")
 ax.set_xlabel("η/λ")

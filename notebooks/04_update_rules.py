@@ -235,8 +235,8 @@ fig, axes = plt.subplots((n_panels + cols - 1) // cols, cols, figsize=(3.2 * col
                          squeeze=False)
 for ax, rule in zip(axes.flat, steady_rules, strict=False):
     run, r = runs[rule], table.set_index("rule").loc[rule]
-    x, y = run.eta / run.lam, run.equilibrium_norm()
-    ax.scatter(x, y, c=np.log10(run.eta), cmap="viridis", s=30)
+    x, y = run.lr / run.l2, run.equilibrium_norm()
+    ax.scatter(x, y, c=np.log10(run.lr), cmap="viridis", s=30)
     xs = np.logspace(np.log10(x.min()), np.log10(x.max()), 20)
     centre = np.exp(np.mean(np.log(y))) * (xs / np.exp(np.mean(np.log(x)))) ** r.e
     ax.plot(xs, centre, "k--", lw=1)
@@ -246,8 +246,8 @@ if "newton" in rules:
     ax = axes.flat[len(steady_rules)]
     run = runs["newton"]
     for m in range(run.norms.shape[1]):
-        ax.plot(run.norms[:, m], label=f"λ = {run.lam[m]:g}")
-    ax.plot((1 - run.eta[0]) ** np.arange(run.norms.shape[0]), "k--", lw=1, label=r"$(1-\eta)^t$")
+        ax.plot(run.norms[:, m], label=f"λ = {run.l2[m]:g}")
+    ax.plot((1 - run.lr[0]) ** np.arange(run.norms.shape[0]), "k--", lw=1, label=r"$(1-\eta)^t$")
     ax.set(yscale="log", xlabel="Newton step t", ylabel=r"$\|w_t\|$")
     ax.set_title("Newton: no steady state", fontsize="small")
     ax.legend(fontsize="x-small")

@@ -61,14 +61,14 @@ def initial_params(n_models: int) -> dict[str, torch.Tensor]:
             for name, shape, _ in PARAMS}
 
 
-def run_grid(rule: str, etas: list[float], lams: list[float], steps: int = STEPS, alive=None,
+def run_grid(rule: str, lrs: list[float], l2s: list[float], steps: int = STEPS, alive=None,
              scales=None):
     """Trajectory of M stacked models under GridOptimizer; model m minimises loss m; ``scales``
     gives the schedule's factor of η at each step (default 1)."""
-    m = len(etas)
+    m = len(lrs)
     params = {k: v.clone().requires_grad_(True) for k, v in initial_params(m).items()}
     roles = [(name, params[name], role) for name, _, role in PARAMS]
-    opt = GridOptimizer(rule, roles, torch.tensor(etas, dtype=DT), torch.tensor(lams, dtype=DT),
+    opt = GridOptimizer(rule, roles, torch.tensor(lrs, dtype=DT), torch.tensor(l2s, dtype=DT),
                         **HYPER[rule])
     losses = [make_loss(seed=10 + i) for i in range(m)]
     alive = torch.ones(m, dtype=torch.bool) if alive is None else alive
@@ -138,10 +138,10 @@ def test_single_model_matches_torch_optim(rule):
 @pytest.mark.parametrize("rule", sorted(RULES))
 def test_each_model_of_a_grid_follows_its_own_run(rule):
     adaptive = rule in ("rmsprop", "adam", "adamw")
-    etas = [1e-2, 3e-2, 1e-1] if adaptive else [0.03, 0.1, 0.2]
-    lams = [0.2, 0.0, 0.01]
-    grid, _ = run_grid(rule, etas, lams)
-    for m, (eta, lam) in enumerate(zip(etas, lams, strict=True)):
+    lrs = [1e-2, 3e-2, 1e-1] if adaptive else [0.03, 0.1, 0.2]
+    l2s = [0.2, 0.0, 0.01]
+    grid, _ = run_grid(rule, lrs, l2s)
+    for m, (eta, lam) in enumerate(zip(lrs, l2s, strict=True)):
         assert_same_trajectory(grid, run_torch(rule, eta, lam, model=m), model=m)
 
 
@@ -173,12 +173,12 @@ def test_l2_never_acts_on_affine_parameters(rule):
 
 @pytest.mark.parametrize("rule", sorted(RULES))
 def test_a_dead_model_is_frozen(rule):
-    etas, lams = [1e-2, 2e-2, 3e-2], [1e-3, 1e-2, 1e-1]
+    lrs, l2s = [1e-2, 2e-2, 3e-2], [1e-3, 1e-2, 1e-1]
     dead = torch.tensor([True, False, True])
     # Two steps with every model alive, so that the optimiser state is non-zero, then model 1 dies.
     params = {k: v.clone().requires_grad_(True) for k, v in initial_params(3).items()}
     roles = [(name, params[name], role) for name, _, role in PARAMS]
-    opt = GridOptimizer(rule, roles, torch.tensor(etas, dtype=DT), torch.tensor(lams, dtype=DT),
+    opt = GridOptimizer(rule, roles, torch.tensor(lrs, dtype=DT), torch.tensor(l2s, dtype=DT),
                         **HYPER[rule])
     losses = [make_loss(seed=10 + i) for i in range(3)]
 

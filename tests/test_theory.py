@@ -67,10 +67,10 @@ def test_toy_reaches_table1_exponents_for_sgd_and_adam(toy):
     grids = {r: theory.product_grid(*RULES[r].toy_grid) for r in ("sgd", "adam")}
     runs = theory.run_toys(grids, toy, steps=3000)
     for rule, run in runs.items():
-        fit = theory.fit_exponents(run.eta, run.lam, run.equilibrium_norm())
+        fit = theory.fit_exponents(run.lr, run.l2, run.equilibrium_norm())
         assert fit["ratio"] == pytest.approx(RULES[rule].norm_exponent, abs=0.03), rule
         # η_eff at equilibrium ∝ η^(1−pe) λ^(pe), seen in the angle each step turns w through.
-        ang = theory.fit_exponents(run.eta, run.lam, run.mean_angle())
+        ang = theory.fit_exponents(run.lr, run.l2, run.mean_angle())
         pe = RULES[rule].eta_eff_power * RULES[rule].norm_exponent
         assert ang["eta"] == pytest.approx(1 - pe, abs=0.06), rule
         assert ang["lam"] == pytest.approx(pe, abs=0.06), rule
@@ -79,8 +79,8 @@ def test_toy_reaches_table1_exponents_for_sgd_and_adam(toy):
 def test_run_toys_together_equals_separately(toy):
     grids = {"sgd": ([0.1, 1.0], [1e-3, 1e-2]), "adam": ([0.01], [0.1])}
     together = theory.run_toys(grids, toy, steps=50)
-    for rule, (etas, lams) in grids.items():
-        alone = theory.run_toy(rule, toy, etas, lams, steps=50)
+    for rule, (lrs, l2s) in grids.items():
+        alone = theory.run_toy(rule, toy, lrs, l2s, steps=50)
         # Equal up to rounding (matrix products of different sizes may sum in another order).
         assert torch.allclose(together[rule].norms, alone.norms, rtol=1e-12, atol=0)
 

@@ -322,7 +322,7 @@ def toy_exponent(rule: str, which: str) -> Callable[[Mapping[str, Any]], Measure
     not a measurement; the separate exponents are what the run measures.)"""
     def measure(results):
         run = results[THEORY]["toy_runs"][rule]
-        c = pd.DataFrame({"lr": run.eta, "l2": run.lam, "norm": run.equilibrium_norm()}).assign(
+        c = pd.DataFrame({"lr": run.lr, "l2": run.l2, "norm": run.equilibrium_norm()}).assign(
             seed=0, fitted=True, n_val=0, n_test=0, val_err=math.nan, test_err=math.nan)
 
         def stat(d):

@@ -47,9 +47,9 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def product_grid(etas, lams) -> tuple[np.ndarray, np.ndarray]:
+def product_grid(lrs, l2s) -> tuple[np.ndarray, np.ndarray]:
     """Every (η, λ) pair of two lists, as two flat arrays (η major, as in ``SweepSpec.grid``)."""
-    e, l = np.meshgrid(np.asarray(etas, float), np.asarray(lams, float), indexing="ij")
+    e, l = np.meshgrid(np.asarray(lrs, float), np.asarray(l2s, float), indexing="ij")
     return e.ravel(), l.ravel()
 
 
@@ -138,7 +138,7 @@ def l2_rescaling_gap(norm: str, alphas, lam: float = 1e-3, seed: int = 0) -> pd.
     return pd.DataFrame(rows)
 
 
-def loss_along_scale(norm: str, alphas, lams, seed: int = 0) -> pd.DataFrame:
+def loss_along_scale(norm: str, alphas, l2s, seed: int = 0) -> pd.DataFrame:
     """L(αw) and L_λ(αw) along the ray through the probe network's conv weights, for each λ."""
     net, x, y = probe_net(norm, seed=seed)
     ones = [torch.ones(w.shape[1], dtype=DTYPE) for w in net.conv_weights]
@@ -146,8 +146,8 @@ def loss_along_scale(norm: str, alphas, lams, seed: int = 0) -> pd.DataFrame:
     for a in alphas:
         conv = _scaled_conv(net, [a * o for o in ones])
         data = penalised_loss(net, x, y, 0.0, conv)
-        for lam in lams:
-            rows.append({"alpha": float(a), "lam": float(lam), "data_loss": data,
+        for lam in l2s:
+            rows.append({"alpha": float(a), "l2": float(lam), "data_loss": data,
                          "penalised_loss": penalised_loss(net, x, y, lam, conv)})
     return pd.DataFrame(rows)
 
@@ -290,14 +290,14 @@ def toy_w0(toy: ToyUnit, norm: float = 1.0, seed: int = 0) -> Tensor:
 
 @dataclass
 class ToyRun:
-    """Trajectories of M copies of the toy unit trained with one rule, copy m with ``eta[m]`` and
-    ``lam[m]``: ``norms`` (T+1, M) with ‖w_0‖ first, the squared norms ``grad_sq`` (T, M) of ∇L
+    """Trajectories of M copies of the toy unit trained with one rule, copy m with ``lr[m]`` and
+    ``l2[m]``: ``norms`` (T+1, M) with ‖w_0‖ first, the squared norms ``grad_sq`` (T, M) of ∇L
     (without the L2 term), the angle each step turned the weights through over the last
     ``angles.shape[0]`` steps (the late window), and the final weights ``w`` (M, d)."""
 
     rule: str
-    eta: np.ndarray
-    lam: np.ndarray
+    lr: np.ndarray  # η of each copy
+    l2: np.ndarray  # λ of each copy
     norms: Tensor
     grad_sq: Tensor
     angles: Tensor
@@ -355,8 +355,8 @@ def run_toys(
         if not r.trainable:
             raise ValueError(f"rule: {name!r} needs the Hessian and runs alone, through run_toy")
     cols = {}
-    for rule, (etas, lams) in grids.items():
-        eta, lam = torch.broadcast_tensors(_as_column(etas), _as_column(lams))
+    for rule, (lrs, l2s) in grids.items():
+        eta, lam = torch.broadcast_tensors(_as_column(lrs), _as_column(l2s))
         cols[rule] = (eta, lam)
     sizes = [c[0].shape[0] for c in cols.values()]
     bounds = np.cumsum([0, *sizes])
@@ -390,8 +390,8 @@ def run_toys(
 def run_toy(
     rule: str,
     toy: ToyUnit,
-    etas,
-    lams,
+    lrs,
+    l2s,
     steps: int,
     batch: int = 32,
     w0: Tensor | None = None,
@@ -399,14 +399,14 @@ def run_toy(
     hp: dict[str, float] | None = None,
     window: float = 0.25,
 ) -> ToyRun:
-    """Train M copies of the toy unit with one rule, copy m with ``etas[m]`` and ``lams[m]``
+    """Train M copies of the toy unit with one rule, copy m with ``lrs[m]`` and ``l2s[m]``
     (see ``run_toys``). A rule without a first-order step (Newton's method) is allowed here: it
     takes full-batch steps with the exact Hessian (``batch`` is then unused)."""
     if get_rule(rule).trainable:
-        return run_toys({rule: (etas, lams)}, toy, steps, batch, w0, seed, {rule: hp or {}},
+        return run_toys({rule: (lrs, l2s)}, toy, steps, batch, w0, seed, {rule: hp or {}},
                         window)[rule]
     # Newton's method has no hyperparameters besides η and λ.
-    eta, lam = torch.broadcast_tensors(_as_column(etas), _as_column(lams))
+    eta, lam = torch.broadcast_tensors(_as_column(lrs), _as_column(l2s))
     m = eta.shape[0]
     w = (toy_w0(toy) if w0 is None else w0.to(DTYPE)).expand(m, toy.d).clone()
     n_angle = max(1, int(steps * window))
@@ -458,8 +458,8 @@ def rescaled_gap(rule: str, toy: ToyUnit, eta: float, lam: float, alpha: float, 
 
 
 def noise_model_run(
-    etas,
-    lams,
+    lrs,
+    l2s,
     steps: int,
     units: int = 64,
     d: int = 16,
@@ -473,8 +473,8 @@ def noise_model_run(
     orthogonal to w and E‖ξ‖² = σ². So E‖∇L‖² = γ²σ²/(2‖w‖²), as in the paper.
 
     Returns the norms, shape (steps + 1, n_pairs, units); every unit starts at ‖w‖ = 1."""
-    eta = torch.as_tensor(etas, dtype=DTYPE).reshape(-1, 1, 1)
-    lam = torch.as_tensor(lams, dtype=DTYPE).reshape(-1, 1, 1)
+    eta = torch.as_tensor(lrs, dtype=DTYPE).reshape(-1, 1, 1)
+    lam = torch.as_tensor(l2s, dtype=DTYPE).reshape(-1, 1, 1)
     eta, lam = torch.broadcast_tensors(eta, lam)
     p = eta.shape[0]
     gen = torch.Generator().manual_seed(seed)
@@ -503,20 +503,20 @@ def paper_equilibrium_norm_as_printed(eta, lam, gamma: float = 1.0, sigma: float
     return (eta**2 * gamma**2 * sigma**2 / (4 * eta * lam - 2 * eta**2 * lam**2)) ** 0.25
 
 
-def noise_model_table(etas, lams, steps: int, units: int = 64, window: float = 0.25,
+def noise_model_table(lrs, l2s, steps: int, units: int = 64, window: float = 0.25,
                       seed: int = 0) -> pd.DataFrame:
     """Simulated equilibrium ‖w‖ of the noise model (mean over units and the last ``window`` of
     the steps) next to the closed form ``equilibrium_norm`` (γ = σ = 1), its small-ηλ
     approximation (η/8λ)^{1/4} and the formula as the paper prints it."""
-    norms = noise_model_run(etas, lams, steps, units=units, seed=seed)
+    norms = noise_model_run(lrs, l2s, steps, units=units, seed=seed)
     late = norms[steps + 1 - max(1, int((steps + 1) * window)):]
-    etas, lams = np.asarray(etas, float), np.asarray(lams, float)
+    lrs, l2s = np.asarray(lrs, float), np.asarray(l2s, float)
     sim = late.mean(dim=(0, 2)).numpy()
-    closed = equilibrium_norm(etas, lams)
+    closed = equilibrium_norm(lrs, l2s)
     return pd.DataFrame({
-        "eta": etas, "lam": lams, "eta_lam": etas * lams, "simulated": sim, "closed_form": closed,
-        "rel_err": sim / closed - 1, "approx": (etas / (8 * lams)) ** 0.25,
-        "as_printed": paper_equilibrium_norm_as_printed(etas, lams),
+        "lr": lrs, "l2": l2s, "lr_l2": lrs * l2s, "simulated": sim, "closed_form": closed,
+        "rel_err": sim / closed - 1, "approx": (lrs / (8 * l2s)) ** 0.25,
+        "as_printed": paper_equilibrium_norm_as_printed(lrs, l2s),
     })
 
 
@@ -620,7 +620,7 @@ def _toy_row(r: UpdateRule, run: ToyRun, toy: ToyUnit, start: Tensor, window: fl
         row["sym_gap"] = rescaled_gap(r.name, toy, eta0, lam0, 10.0, steps=10 if second_order else 200,
                                       w0=start, seed=seed)
     eq = run.equilibrium_norm(window)
-    fit = fit_exponents(run.eta, run.lam, eq)
+    fit = fit_exponents(run.lr, run.l2, eq)
     row["e_measured"] = fit["ratio"]
     row["e_eta"], row["e_lam"] = (fit["eta"], -fit["lam"]) if r.steady_state else (math.nan, math.nan)
     n = run.norms.shape[0]
@@ -628,10 +628,10 @@ def _toy_row(r: UpdateRule, run: ToyRun, toy: ToyUnit, start: Tensor, window: fl
     row["drift"] = float(np.abs(eq / run.norms[n - 2 * k:n - k].mean(0).numpy() - 1).max())
     if not r.steady_state:  # ‖w‖ shrinks by (1 − η) per step
         row["decay_measured"] = float((run.norms[-1] / run.norms[-11]).mean() ** 0.1)
-        row["decay_theory"] = 1 - float(run.eta[0])
+        row["decay_theory"] = 1 - float(run.lr[0])
         row["eff_eta_measured"] = row["eff_lam_measured"] = math.nan
     else:
-        ang = fit_exponents(run.eta, run.lam, run.mean_angle())
+        ang = fit_exponents(run.lr, run.l2, run.mean_angle())
         row["eff_eta_measured"], row["eff_lam_measured"] = ang["eta"], ang["lam"]
         row["max_angle"] = float(run.mean_angle().max())
     return row
@@ -667,10 +667,10 @@ def measure_update_rules(
     return pd.DataFrame(rows), runs
 
 
-def fit_exponents(etas, lams, values) -> dict[str, float]:
+def fit_exponents(lrs, l2s, values) -> dict[str, float]:
     """Fit log v = e·log(η/λ) + c (``ratio``), and log v = a·log η + b·log λ + c (``eta``,
     ``lam``) by least squares."""
-    le, ll, lv = (np.log(np.asarray(v, float)) for v in (etas, lams, values))
+    le, ll, lv = (np.log(np.asarray(v, float)) for v in (lrs, l2s, values))
     e = np.polyfit(le - ll, lv, 1)[0]
     a, b, _ = np.linalg.lstsq(np.stack([le, ll, np.ones_like(le)], 1), lv, rcond=None)[0]
     return {"ratio": float(e), "eta": float(a), "lam": float(b)}
