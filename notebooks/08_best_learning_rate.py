@@ -86,6 +86,13 @@ glue("blr_tol", 0.3, display=False)  # the registered tolerance of every best-lr
 pd.DataFrame(rows).set_index("update rule").round(3)
 
 # %% [markdown]
+# The registered claims of this chapter, judged as in the verdict chapter: each slope with a 95 %
+# interval from the binomial noise of the validation set, which moves the chosen η*.
+
+# %% tags=["remove-input"]
+claims.readable(claims.chapter_rows(results, "best-lr/"))
+
+# %% [markdown]
 # The chosen learning rates, per $\lambda$ (grid value, refined value, its validation error and
 # whether it sits on the grid's edge):
 

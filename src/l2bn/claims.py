@@ -476,8 +476,9 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
     return out.set_index(["where", "claim"])
 
 
-def chapter_rows(results: Mapping[str, Any], prefix: str) -> pd.DataFrame:
-    """``readable`` verdict rows of the claims whose id starts with ``prefix`` (a chapter's own)."""
+def chapter_rows(results: Mapping[str, Any], prefix: str | tuple[str, ...]) -> pd.DataFrame:
+    """The verdict rows of the claims whose id starts with ``prefix`` (a chapter's own; a tuple
+    of prefixes is allowed) and whose grids are in ``results``."""
     ids = [i for i, c in CLAIMS.items() if i.startswith(prefix) and all(n in results for n in c.needs)]
     return verdict(results, ids)
 
