@@ -217,16 +217,16 @@ def cells(
 ) -> pd.DataFrame:
     """One row per model at ``epoch`` with the exclusions, fixed in advance and computed from the
     inputs: ``diverged`` (a loss that was not finite), ``collapsed`` (see ``collapsed``),
-    ``relaxation`` (see ``relaxation``) and ``equilibrium`` (≥ ``d_min`` of them, λ > 0);
-    ``fitted`` = equilibrium and neither diverged nor collapsed."""
+    ``relaxation`` (see ``relaxation``) and ``equilibrium`` (≥ ``d_min`` of them, λ > 0, not
+    diverged); ``fitted`` = at equilibrium and not collapsed."""
     rows = final_rows(table, epoch)
     out = rows.assign(eta_over_l2=rows["lr"] / rows["l2"])
     out["diverged"] = rows["diverged"].astype(bool).to_numpy() | ~np.isfinite(rows["layer_norm_0"])
     out["collapsed"] = collapsed(table, epoch).to_numpy() & ~out["diverged"]
     out["relaxation"] = relaxation(table, optimizer, steps_per_epoch, epoch, hyper).reindex(
         rows["model"]).to_numpy()
-    out["equilibrium"] = (out["relaxation"] >= d_min) & (out["l2"] > 0)
-    out["fitted"] = out["equilibrium"] & ~out["diverged"] & ~out["collapsed"]
+    out["equilibrium"] = (out["relaxation"] >= d_min) & (out["l2"] > 0) & ~out["diverged"]
+    out["fitted"] = out["equilibrium"] & ~out["collapsed"]
     return out
 
 
