@@ -315,6 +315,18 @@ def scaling_slope(column: str) -> Callable[[Mapping[str, Any]], Measurement]:
     return measure
 
 
+def steady_state_exponent(results: Mapping[str, Any]) -> Measurement:
+    """§4: the exponent e of the simulated steady-state ‖w‖ against η/λ under the paper's noise
+    model (SGD, 64 units per cell, 3000 steps, the 4 × 3 grid of chapter 03), with a bootstrap
+    over the cells; the simulation's own noise enters through the units' mean."""
+    from . import theory
+    lrs, l2s = theory.product_grid([0.03, 0.1, 0.3, 1.0], [0.003, 0.01, 0.03])
+    sim = theory.noise_model_table(lrs, l2s, 3000, units=64)
+    c = pd.DataFrame({"x": sim["lr"] / sim["l2"], "y": sim["simulated"]}).assign(
+        seed=0, n_val=0, n_test=0, val_err=math.nan, test_err=math.nan)
+    return bootstrap(c, lambda d: _loglog_slope(d["x"], d["y"]))
+
+
 def toy_exponent(rule: str, which: str) -> Callable[[Mapping[str, Any]], Measurement]:
     """Table 1 on the toy unit: the separate exponent of η (``which='eta'``) or of λ in the
     equilibrium norm, over the rule's toy grid, with a bootstrap over its cells. (The exponent of
@@ -390,6 +402,8 @@ def _register_theory_claims() -> None:
                        invariance_gap("batch", per), needs=(THEORY,)))
     register(Claim("gradient-scaling", "§3", "‖∇L(αw)‖ ∝ 1/α on the BN network", -1.0, around(-1.0, 0.01),
                    scaling_slope("grad_norm"), needs=(THEORY,)))
+    register(Claim("steady-state", "§4", "SGD under the noise model: steady-state ‖w‖ ∝ (η/λ)^{1/4}",
+                   0.25, around(0.25, 0.01), steady_state_exponent, needs=(THEORY,)))
     register(Claim("hessian-scaling", "§3", "‖∇²L(αw)v‖ ∝ 1/α² on the BN network", -2.0, around(-2.0, 0.01),
                    scaling_slope("hvp_norm"), needs=(THEORY,)))
     for name, r in RULES.items():
