@@ -193,10 +193,11 @@ def collapsed(table: pd.DataFrame, epoch: int | None = None, column: str = "laye
     after the first epoch or below ``COLLAPSE_FLOOR``: the decay won outright (for momentum, say,
     when 2ηλ/(1 − ρ) is of order 1) and the norm carries no equilibrium."""
     first = final_rows(table, 1)[column].to_numpy()
-    last = final_rows(table, epoch)[column].to_numpy()
+    rows = final_rows(table, epoch)
+    last = rows[column].to_numpy()
     with np.errstate(invalid="ignore"):
         out = (last < COLLAPSE_FACTOR * first) | (last < COLLAPSE_FLOOR)
-    return pd.Series(out, index=final_rows(table, epoch)["model"])
+    return pd.Series(out, index=rows["model"])
 
 
 def collapsed_grid(table: pd.DataFrame, epoch: int | None = None,
