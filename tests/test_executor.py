@@ -13,6 +13,7 @@ import json
 import os
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ from l2bn.executor import (
     local_parameters,
     run_specs,
 )
-from l2bn.results import checkpoint_path, result_path, run_sweep
+from l2bn.results import checkpoint_path, grid_parts, result_path, run_sweep
 from l2bn.spec import SweepSpec
 
 
@@ -111,6 +112,41 @@ def test_a_failing_spec_is_reported_and_the_other_stored(npz, tmp_path):
     assert not result_path(specs[1], tmp_path / "out").exists()
     with pytest.raises(DatasetError, match="^dataset:"):
         check([good, bad])
+
+
+def test_a_loop_grid_that_would_leave_a_worker_idle_is_split_and_joined_bit_for_bit(npz, tmp_path):
+    """One grid on two workers: cut along η into two sub-grids trained side by side with the loop
+    pass; the joined table is byte for byte the whole grid's, and it is then reused."""
+    spec = replace(tiny_spec(npz["tiny"], "nesterov"), lrs=(0.01, 0.03, 0.1))
+    out, log = tmp_path / "out", Log()
+    (task,) = run_specs([spec], "local", device="cpu", impl="loop", out=out, progress=False, workers=2,
+                        log=log)
+    meta = task.result.provenance
+    assert task.state == "done" and [p["lrs"] for p in meta["joined_from"]] == [[0.01, 0.03], [0.1]]
+    whole = run_sweep(spec, device="cpu", impl="loop", out=tmp_path / "here", progress=False, log=Log())
+    assert result_path(spec, out).read_bytes() == whole.path.read_bytes()
+    for part in grid_parts(spec, 2):  # each part is a stored result of its own
+        assert result_path(part, out).exists()
+    (again,) = run_specs([spec], "local", device="cpu", impl="loop", out=out, progress=False, workers=2,
+                         log=log)
+    assert again.state == "cached"
+
+
+def test_a_wide_grid_stays_whole(npz, tmp_path):
+    """The wide pass rounds differently for another number of models, so it is never split."""
+    spec = replace(tiny_spec(npz["tiny"], "nesterov"), lrs=(0.01, 0.03, 0.1))
+    (task,) = run_specs([spec], "local", device="cpu", impl="wide", out=tmp_path / "out",
+                        progress=False, workers=2, log=Log())
+    assert task.state == "done" and "joined_from" not in task.result.provenance
+    assert not any(result_path(part, tmp_path / "out").exists() for part in grid_parts(spec, 2))
+
+
+def test_a_failing_part_fails_its_whole_grid(npz, tmp_path):
+    spec = replace(tiny_spec(npz["no_y_test"]), lrs=(0.01, 0.03, 0.1))
+    (task,) = run_specs([spec], "local", device="cpu", impl="loop", out=tmp_path / "out",
+                        progress=False, workers=2, log=Log())
+    assert task.state == "failed" and isinstance(task.exception, DatasetError)
+    assert not result_path(spec, tmp_path / "out").exists()
 
 
 def test_executor_names_and_slurm_options(tmp_path, monkeypatch):

@@ -30,7 +30,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +47,15 @@ from .results import (
     SweepResult,
     cached_result,
     checkpoint_path,
+    grid_parts,
+    join_parts,
     load_result,
     result_path,
     results_dir,
     run_sweep,
 )
 from .spec import SweepSpec, resolve_device, validate_params
+from .train import grid_impl
 
 EXECUTORS = ("local", "slurm")
 EXECUTOR_ENV = "L2BN_EXECUTOR"  # what `make book EXECUTOR=slurm` sets, so chapters need no change
@@ -138,10 +141,12 @@ class _Run:
 @dataclass(eq=False)  # one task per spec; told apart by identity
 class Task:
     """One spec's fate: ``cached``, ``pending``, ``running``, ``done`` or ``failed``; a failed one
-    carries its error (and the exception itself when it came back whole) and its log."""
+    carries its error (and the exception itself when it came back whole) and its log. A sub-grid's
+    task carries the pass of its whole grid in ``impl`` (None: the fan-out's own)."""
 
     spec: SweepSpec
     state: str = "pending"
+    impl: str | None = None
     result: SweepResult | None = None
     error: str | None = None
     exception: BaseException | None = field(default=None, repr=False)
@@ -389,28 +394,70 @@ def local_parameters(slot: int | None) -> dict[str, Any]:
     return {"timeout_min": LOCAL_TIMEOUT_MIN, "gpus_per_node": len(gpus), "visible_gpus": gpus}
 
 
+def split_for_balance(todo: list[Task], run: _Run, n_slots: int, log: Callable[[str], None] = print,
+                      ) -> tuple[list[Task], dict[Task, list[Task]]]:
+    """The tasks to run on ``n_slots`` CPU workers, largest first, and each split task's parts.
+
+    When the grids do not divide evenly among the workers (five grids on two cores would leave one
+    core idle while the fifth trains), every grid that computes with the loop pass is cut into
+    ``n_slots`` sub-grids along η (``results.grid_parts``), and the parts already stored are reused.
+    The loop pass computes each model on its own, so a part gives its models' numbers bit for bit;
+    the wide pass's grouped convolutions round differently for another number of models (measured),
+    so its grids stay whole, and so does a grid with a checkpoint of its own, to resume from it."""
+    if n_slots < 2 or len(todo) % n_slots == 0 or resolve_device(run.device).type != "cpu":
+        return todo, {}
+    runs, split = [], {}
+    for task in todo:
+        parts = grid_parts(task.spec, n_slots)
+        impl = run.impl if run.impl != "auto" or len(parts) == 1 else grid_impl(task.spec, run.device)
+        if len(parts) == 1 or impl != "loop" or checkpoint_path(result_path(task.spec, run.out)).exists():
+            runs.append(task)
+            continue
+        split[task] = [Task(part, impl=impl) for part in parts]
+        for part in split[task]:
+            part.result = None if run.force else cached_result(part.spec, run.out, log)
+            part.state = "pending" if part.result is None else "cached"
+            runs.append(part)
+    return sorted(runs, key=lambda t: -t.spec.n_models), split
+
+
+def _join(split: dict[Task, list[Task]], run: _Run, log: Callable[[str], None]) -> None:
+    """Each split task's result from its parts, or its first failed part's failure."""
+    for whole, parts in split.items():
+        failed = [p for p in parts if p.state == "failed"]
+        if failed:
+            _fail(whole, failed[0].error or "a part failed", None, failed[0].exception, failed[0].log)
+        else:
+            whole.result = join_parts(whole.spec, [p.result for p in parts], run.out)
+            whole.state = "done"
+
+
 def _run_local(todo: list[Task], run: _Run, workers: int | None, progress: bool,
                log: Callable[[str], None]) -> None:
-    slots = _local_slots(run, workers, len(todo))
+    runs, split = split_for_balance(todo, run, len(_local_slots(run, workers, sys.maxsize)), log)
+    pending = [t for t in runs if t.state == "pending"]
+    slots = _local_slots(run, workers, len(pending))
     if len(slots) < 2:
-        for task in todo:
+        for task in pending:
             task.state = "running"
-            error = _compute(task.spec, run, progress, log)
+            error = _compute(task.spec, replace(run, impl=task.impl or run.impl), progress, log)
             if error is not None:  # a lone spec's error is only raised, as run_sweep's would be
-                _fail(task, str(error), log if len(todo) > 1 else None, exception=error)
+                _fail(task, str(error), log if len(pending) > 1 else None, exception=error)
             else:
                 _stored(task, run, log)
+        _join(split, run, log)
         return
     threads = max(1, torch.get_num_threads() // len(slots))
     pool = submitit.LocalExecutor(folder=_jobs_folder(run))
-    queue, idle, running = list(todo), list(slots), {}  # running: task -> (job, slot)
-    bar = _Progress(todo, run, f"{len(todo)} grids, {len(slots)} at a time", progress)
+    queue, idle, running = list(pending), list(slots), {}  # running: task -> (job, slot)
+    bar = _Progress(pending, run, f"{len(pending)} grids, {len(slots)} at a time", progress)
     try:
         while queue or running:
             while queue and idle:  # submitit's local executor alone would start every job at once
                 task, slot = queue.pop(0), idle.pop(0)
                 pool.update_parameters(**local_parameters(slot))
-                running[task] = (pool.submit(_Train(), task.spec, run, threads), slot)
+                job = pool.submit(_Train(), task.spec, replace(run, impl=task.impl or run.impl), threads)
+                running[task] = (job, slot)
                 task.state = "running"
             for task, (job, slot) in list(running.items()):
                 if job.done():
@@ -425,6 +472,7 @@ def _run_local(todo: list[Task], run: _Run, workers: int | None, progress: bool,
         raise
     finally:
         bar.close()
+    _join(split, run, log)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -85,27 +85,34 @@ class WideNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of shape (M, B, n_classes) for a batch x of shape (B, 3, H, W)."""
         if self.impl == "wide" or self.n_models == 1:
-            return self._forward(x, slice(None))
-        return torch.cat([self._forward(x, slice(m, m + 1)) for m in range(self.n_models)])
+            return self._forward(x, dict(self.named_parameters()), slice(None))
+        # One model at a time on views from ``unbind``: its backward stacks the M gradients once,
+        # where slicing would add each model's gradient into a zero-filled copy of the whole tensor.
+        views = {name: p.unbind(0) for name, p in self.named_parameters()}
+        return torch.cat([self._forward(x, {n: v[m][None] for n, v in views.items()}, slice(m, m + 1))
+                          for m in range(self.n_models)])
 
-    def _forward(self, x: torch.Tensor, models: slice) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, p: dict[str, torch.Tensor], models: slice) -> torch.Tensor:
         h = x
-        for i, w in enumerate(self.conv_weights):
-            w = w[models]
+        for i in range(len(self.widths)):
+            w = p[f"conv{i}"]
             k, c_out, c_in = w.shape[:3]
             if self.norm == "weight":
                 w = w / unit_norms(w)[..., None, None, None]
             h = F.conv2d(h, w.reshape(k * c_out, c_in, 3, 3), padding=1, groups=1 if i == 0 else k)
-            h = F.relu(self._normalize(h, i, models, k))
+            h = self._normalize(h, p[f"gamma{i}"], p[f"beta{i}"], i, models, k)
+            # Pooling before the ReLU gives the same values and gradients (max commutes with the
+            # monotone ReLU, ties included), with the ReLU on a quarter of the activations.
             if i < len(self.widths) - 1:
                 h = F.max_pool2d(h, 2)
+            h = F.relu(h)
         b = h.shape[0]
         h = h.mean(dim=(2, 3)).view(b, k, -1)
-        return torch.einsum("bmc,moc->mbo", h, self.fc_w[models]) + self.fc_b[models][:, None, :]
+        return torch.einsum("bmc,moc->mbo", h, p["fc_w"]) + p["fc_b"][:, None, :]
 
-    def _normalize(self, h: torch.Tensor, i: int, models: slice, k: int) -> torch.Tensor:
-        gamma = getattr(self, f"gamma{i}")[models].reshape(-1)
-        beta = getattr(self, f"beta{i}")[models].reshape(-1)
+    def _normalize(self, h: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, i: int,
+                   models: slice, k: int) -> torch.Tensor:
+        gamma, beta = gamma.reshape(-1), beta.reshape(-1)
         if self.norm == "batch":
             # Views of the (M, C) buffers, so running statistics update in place per model.
             mean = getattr(self, f"running_mean{i}")[models].view(-1)

@@ -23,7 +23,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -267,6 +267,43 @@ def _compute(spec: SweepSpec, path: Path, data: Dataset, device: str, impl: str,
     }
     store.write_checked(path, table.to_csv(index=False).encode(), meta=provenance, sidecar=sidecar(path))
     discard_checkpoint(checkpoint)
+    return SweepResult(table, store.read_sidecar(path, sidecar(path)), path, reused=False)
+
+
+def grid_parts(spec: SweepSpec, n: int) -> list[SweepSpec]:
+    """``spec``'s grid cut along η into ``n`` sub-grids (fewer when it has fewer η), the larger
+    first: each a spec of its own, trained and stored as any other, whose tables ``join_parts``
+    puts back together. The models of a grid are independent and share their initial weights, data
+    order and augmentation, so a sub-grid computes its models exactly as the whole grid does."""
+    n = max(1, min(n, len(spec.lrs)))
+    size, extra = divmod(len(spec.lrs), n)
+    cuts = [i * size + min(i, extra) for i in range(n + 1)]
+    return [replace(spec, lrs=spec.lrs[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
+
+
+def join_parts(spec: SweepSpec, parts: list[SweepResult], out: Path | str | None = None) -> SweepResult:
+    """Store the result of ``spec`` put together from the results of its ``grid_parts`` (in their
+    order): the models renumbered into the whole grid's order and the rows in a whole run's order
+    (epoch, then model), so the table is byte for byte the one the whole grid gives on the same pass.
+    The provenance is the first part's, with the whole spec, the parts' keys and the summed time."""
+    tables, first = [], 0
+    for part in parts:
+        t = part.table.copy()
+        t["model"] += first
+        first += len(part.provenance["spec"]["lrs"]) * len(spec.l2s)
+        tables.append(t)
+    table = pd.concat(tables).sort_values(["epoch", "model"], kind="stable").reset_index(drop=True)
+    metas = [p.provenance for p in parts]
+    provenance = {**metas[0], "spec": spec.to_dict(), "key": spec_key(spec), "command": spec_command(spec),
+                  "started": min(m["started"] for m in metas), "finished": max(m["finished"] for m in metas),
+                  "wall_time_s": sum(m["wall_time_s"] for m in metas),
+                  "session_wall_time_s": sum(m["session_wall_time_s"] for m in metas),
+                  "joined_from": [{"key": m["key"], "lrs": m["spec"]["lrs"], "host": m["host"],
+                                   "wall_time_s": m["wall_time_s"]} for m in metas]}
+    if len({m["impl"] for m in metas}) != 1:
+        raise ValueError(f"results: the parts of {spec.optimizer} were computed with different passes")
+    path = result_path(spec, out)
+    store.write_checked(path, table.to_csv(index=False).encode(), meta=provenance, sidecar=sidecar(path))
     return SweepResult(table, store.read_sidecar(path, sidecar(path)), path, reused=False)
 
 

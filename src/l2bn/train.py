@@ -50,7 +50,7 @@ __all__ = [
     "validate_params",
     "MAX_SHIFT", "load_spec_data", "check_spec_data", "to_input", "choose_impl", "remembered_impl",
     "numeric_precision", "train_step", "error_rate", "train_epoch", "epoch_measures", "record_epoch",
-    "new_state", "train_grid", "run_facts",
+    "new_state", "train_grid", "run_facts", "grid_impl",
 ]
 
 MAX_SHIFT = 4  # pixels of random translation in the augmentation (§6)
@@ -166,6 +166,16 @@ def _start_impl(net: WideNet, data: Dataset, mean_std: Stats, spec: SweepSpec, i
         return remembered_impl(net, x0, data.y_train[: spec.batch_size], spec.precision)
 
 
+def grid_impl(spec: SweepSpec, device: str = "auto") -> str:
+    """The pass that ``impl='auto'`` gives ``spec``'s whole grid on this machine (the remembered
+    race for its M models), for the sub-grids it is split into: the two passes round differently,
+    so every part must compute with the pass of the whole for the joined table to be the whole's."""
+    dev = validate_params(spec, device)
+    data = load_spec_data(spec)
+    net = WideNet(spec.n_models, spec.widths, spec.norm, seed=spec.seed).to(dev)
+    return _start_impl(net, data.to(dev), tuple(s.to(dev) for s in data.channel_stats), spec, "auto")
+
+
 # ---------------------------------------------------------------------------------------------
 # One step of the update rule, and the error rate
 # ---------------------------------------------------------------------------------------------
@@ -197,7 +207,7 @@ def train_step(
     loss = F.cross_entropy(logits.reshape(m * b, c), y.repeat(m), reduction="none").view(m, b)
     loss = loss.mean(dim=1)
     alive = alive & torch.isfinite(loss)
-    net.zero_grad(set_to_none=False)
+    net.zero_grad(set_to_none=True)  # backward then writes each gradient, not adds it to zeros
     # Summed, not averaged, so each model gets exactly its own gradient; a dead model's NaNs stay
     # in its own slice of every tensor.
     loss.sum().backward()
