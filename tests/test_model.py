@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import l2bn.model
-from l2bn.model import WideNet
+from l2bn.model import WideNet, max_pool
 from l2bn.scale import unit_norms
 
 WIDTHS = (4, 8, 8, 16)
@@ -217,3 +217,17 @@ def test_batch_norm_running_statistics_update_per_model(impl):
     wide_eval = net.eval()(x)
     for m, single in enumerate(singles):
         torch.testing.assert_close(wide_eval[m], single.eval()(x)[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 9)])
+def test_max_pool_without_gradients_equals_max_pool2d(size):
+    """The inference pooling (four strided views) gives max_pool2d's values, NaNs and odd edges
+    included, on channels-last activations as the network computes them."""
+    h = torch.randn(3, 4, *size).contiguous(memory_format=torch.channels_last)
+    h[0, 1, 2, 3] = float("nan")
+    h[1, 2, 0:2, 0:2] = 0.5  # a tie
+    with torch.no_grad():
+        fast = max_pool(h)
+    assert torch.equal(fast.isnan(), F.max_pool2d(h, 2).isnan())
+    assert torch.equal(fast.nan_to_num(), F.max_pool2d(h, 2).nan_to_num())
+    assert max_pool(h.requires_grad_()).grad_fn is not None  # with gradients: max_pool2d's own

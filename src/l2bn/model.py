@@ -25,6 +25,18 @@ DEFAULT_WIDTHS = (32, 64, 128, 256)  # channels double as resolution halves: equ
 EPS = 1e-5
 
 
+def max_pool(h: torch.Tensor) -> torch.Tensor:
+    """2×2 max-pooling (an odd last row or column dropped). Without gradients, the maximum of the
+    four strided views: the same values (a maximum is exact) at about 1.6× the speed of
+    ``max_pool2d`` on a CPU (measured on the quick network's channels-last activations); with them,
+    ``max_pool2d``, whose gradient goes to one maximum where ``torch.maximum`` would split ties."""
+    if torch.is_grad_enabled():
+        return F.max_pool2d(h, 2)
+    h = h[:, :, : h.shape[2] // 2 * 2, : h.shape[3] // 2 * 2]
+    return torch.maximum(torch.maximum(h[:, :, 0::2, 0::2], h[:, :, 0::2, 1::2]),
+                         torch.maximum(h[:, :, 1::2, 0::2], h[:, :, 1::2, 1::2]))
+
+
 class WideNet(nn.Module):
     """``n_models`` copies of the 4-layer convnet with stacked parameters.
 
@@ -104,7 +116,7 @@ class WideNet(nn.Module):
             # Pooling before the ReLU gives the same values and gradients (max commutes with the
             # monotone ReLU, ties included), with the ReLU on a quarter of the activations.
             if i < len(self.widths) - 1:
-                h = F.max_pool2d(h, 2)
+                h = max_pool(h)
             h = F.relu(h)
         b = h.shape[0]
         h = h.mean(dim=(2, 3)).view(b, k, -1)
