@@ -19,7 +19,7 @@ SOLUTIONS ?= show
 REPOSITORY_URL ?=
 export L2BN_REPOSITORY_URL := $(REPOSITORY_URL)
 
-.PHONY: help venv test lint book chapter handouts sweep bench info clean
+.PHONY: help venv test lint book chapter handouts sweep bench speedcheck info clean
 
 help:
 	@echo "make book     build the site (PROFILE=$(PROFILE) DATASET=$(DATASET) DEVICE=$(DEVICE) EXECUTOR=$(EXECUTOR))"
@@ -30,6 +30,7 @@ help:
 	@echo "make handouts one .ipynb per chapter without solutions, in book/_build/handouts"
 	@echo "make sweep    ARGS='--optimizer adam --profile smoke'          one grid through the CLI"
 	@echo "make bench    ARGS='--profile quick --ms 1,7'                  speed report"
+	@echo "make speedcheck OLD=8101fca   the quick book from scratch at OLD and at HEAD, and the ratio"
 	@echo "make clean    remove built pages (results in data/results are kept)"
 
 $(STAMP): pyproject.toml requirements.lock
@@ -52,6 +53,11 @@ sweep: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/l2bn bench $(ARGS)
+
+# The quick book from scratch at an older commit and at HEAD, one after the other (bench/speedcheck.py).
+OLD ?= 8101fca
+speedcheck: $(STAMP)
+	$(PY) bench/speedcheck.py --old $(OLD) $(ARGS)
 
 info: $(STAMP)
 	$(VENV)/bin/l2bn info
