@@ -43,7 +43,7 @@ $(STAMP): pyproject.toml requirements.lock
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests notebooks book
+	$(PY) -m ruff check src tests notebooks book bench
 
 test: lint
 	$(PY) -m pytest --durations=8
