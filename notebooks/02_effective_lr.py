@@ -45,7 +45,7 @@ import pandas as pd
 import seaborn as sns
 from myst_nb import glue
 
-from l2bn import theory
+from l2bn import claims, theory
 
 sns.set_theme(style="whitegrid", context="notebook")
 if profile == "smoke":
@@ -85,7 +85,6 @@ for name, tab in tables.items():
     slopes[key] = (theory.loglog_slope(tab.alpha, tab.grad_norm), theory.loglog_slope(tab.alpha, tab.hvp_norm))
     glue(f"grad_slope_{key}", slopes[key][0], display=False)
     glue(f"hvp_slope_{key}", slopes[key][1], display=False)
-    assert abs(slopes[key][0] + 1) < 0.01 and abs(slopes[key][1] + 2) < 0.01, (name, slopes[key])
 pd.DataFrame(slopes, index=["slope of ‖∇L‖", "slope of ‖∇²L v‖"]).round(4)
 
 # %%
@@ -120,7 +119,6 @@ cos_net = theory.orthogonality(net_loss, w_net, units)
 glue("cos_toy", cos_toy, display=False)
 glue("cos_net", cos_net, display=False)
 glue("n_units", float(len(units)), display=False)
-assert cos_toy < 1e-12 and cos_net < 1e-4
 print(f"toy unit: {cos_toy:.1e}   BN network, worst of {len(units)} units: {cos_net:.1e}")
 
 # %% [markdown]
@@ -152,9 +150,6 @@ glue("identity_err", growth["identity_err"], display=False)
 glue("norm_final", float(growth["norm"][-1]), display=False)
 glue("eff_drop", float(growth["eta_eff"][0] / growth["eta_eff"][-1]), display=False)
 glue("eff_slope", theory.loglog_slope(t[late], growth["eta_eff"][late]), display=False)
-assert growth["identity_err"] < 1e-12
-assert np.all(np.diff(growth["norm"]) > 0)
-assert growth["eta_eff"][0] / growth["eta_eff"][-1] > 10
 
 fig, ax = plt.subplots(figsize=(6, 3.5))
 ax.loglog(t[1:], growth["norm"][1:], label=r"$\|w_t\|$")
@@ -208,7 +203,6 @@ plt.show()
 # %%
 gaps = {a: theory.rescaled_gap("sgd", toy, 0.1, 1e-3, a, steps=500, seed=seed) for a in (0.1, 10.0)}
 glue("rescale_gap", max(gaps.values()), display=False)
-assert max(gaps.values()) < 1e-10
 pd.Series(gaps, name="largest relative gap").rename_axis("α")
 
 # %% [markdown]
@@ -227,7 +221,33 @@ pd.Series(gaps, name="largest relative gap").rename_axis("α")
 #
 # which is what the paper's Figure 4 shows for SGD; chapter {ref}`ch-update-rules` repeats the
 # argument for the other update rules.
+
+# %% [markdown]
+# ## This chapter's claims in the registry
 #
+# Each check above is a record of the claims registry (`l2bn.claims`), with its accepted region
+# written there, not on this page. The table hands the registry the numbers computed above and
+# shows its verdict: an exact computation's interval is its numerical precision, so *agrees* means
+# the number lies inside the region with room for rounding. The thresholds are numerical precision
+# (float64 and batch normalisation's ε = 10⁻⁵), written with the code that first computed them.
+# The annealing factor of 10 is a lower bound chosen with the run, not a prediction.
+
+# %%
+computed = {"seed": seed, "cos_toy": cos_toy, "cos_net": cos_net, "rescale_gap": max(gaps.values()),
+            "identity_err": growth["identity_err"], "eff_drop": growth["eta_eff"][0] / growth["eta_eff"][-1],
+            "min_rise": float(np.min(np.diff(growth["norm"]) / growth["norm"][:-1])),
+            **{f"{q}_slope_{'network' if k == 'bn' else k}": v for k, (g, h) in slopes.items()
+               for q, v in (("grad", g), ("hvp", h))}}
+registry = claims.chapter_rows({claims.THEORY: computed}, ("gradient-scaling", "hessian-scaling", "orthogonality/",
+                                                       "no-l2/", "rescaling-symmetry"))
+glue("claims_total", len(registry), display=False)
+glue("claims_agree", claims.counts(registry)[claims.AGREES], display=False)
+claims.readable(registry)
+
+# %% [markdown]
+# {glue:text}`claims_agree` of the {glue:text}`claims_total` registered claims of this chapter agree.
+
+# %% [markdown]
 # ## Exercises
 #
 # :::{exercise}

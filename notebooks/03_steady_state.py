@@ -42,7 +42,7 @@ import seaborn as sns
 from matplotlib.colors import LogNorm
 from myst_nb import glue
 
-from l2bn import figures, theory
+from l2bn import claims, figures, theory
 from l2bn.model import WideNet
 from l2bn.results import run_sweep
 from l2bn.rules import RULES
@@ -114,8 +114,6 @@ for name, value in [("max_err", max_err), ("printed_err", printed_err), ("approx
                     ("sim_exponent", exponent), ("min_eta_lam", float(sim.lr_l2.min())),
                     ("max_eta_lam", float(sim.lr_l2.max()))]:
     glue(name, value, display=False)
-assert max_err < 0.05, max_err
-assert abs(exponent - 0.25) < 0.01, exponent
 sim.round(4)
 
 # %%
@@ -232,18 +230,15 @@ glue("init_norm", init_norm, display=False)
 glue("angle_ratio_min", float(settled.angle_ratio.min()), display=False)
 glue("angle_ratio_max", float(settled.angle_ratio.max()), display=False)
 glue("n_settled", float(len(settled)), display=False)
-low = 0.5 if profile == "smoke" else 0.6  # smoke settles on fewer steps, so its average is noisier
 assert len(settled) >= 1, "no model had time to settle: raise net_lr, net_l2s or epochs"
-assert settled.angle_ratio.between(low, 1.05).all(), settled
 summary.round(3)
 
 # %% [markdown]
 # For the {glue:text}`n_settled:.0f` settled model(s), the mean angular update is between
-# {glue:text}`angle_ratio_min:.2f` and {glue:text}`angle_ratio_max:.2f` of θ*; the chapter checks
-# that it lies between 0.6 and 1.05 of θ* (0.5 in the smoke profile, whose four epochs before the
-# drop leave a noisier average over the four units of the first layer). That band was set after
-# the first runs had been seen, to cover them: it is a consistency check of this page, not a
-# registered claim of the verdict. It sits below θ*, as it
+# {glue:text}`angle_ratio_min:.2f` and {glue:text}`angle_ratio_max:.2f` of θ*. The registry's
+# secondary row `settled-angle/sgd` (at the end of this chapter) accepts 0.6–1.05 of θ*: a band
+# set after the first runs had been seen, to cover them, and labelled so; with fewer than four
+# settled models (the smoke profile) it is not measurable. The angle sits below θ*, as it
 # should: θ* is the root-mean-square angle of a steady unit, while the table
 # averages the angles themselves over steps and over the layer's units, and some units receive
 # little gradient in a given step (a ReLU that is mostly off). The noise model's fourth-root law
@@ -251,7 +246,28 @@ summary.round(3)
 # same for every (η, λ), because it depends on how far the direction wanders, which grows with
 # η_eff. Chapter {ref}`ch-update-rules` measures the exponents on the toy unit, where that effect is
 # small.
+
+# %% [markdown]
+# ## This chapter's claims in the registry
 #
+# Each check above is a record of the claims registry (`l2bn.claims`), with its accepted region
+# written there, not on this page. The table hands the registry the numbers computed above and
+# shows its verdict: an exact computation's interval is its numerical precision, so *agrees* means
+# the number lies inside the region with room for rounding. The closed form's 5 % and the exponent's ±0.01 were
+# written with the simulation; the exponent's record was added after its value had been seen, and
+# the network's angle band after the first runs, and the table says so.
+
+# %%
+computed = {"seed": seed, "max_err": max_err}
+registry = claims.chapter_rows({claims.THEORY: computed, "settling": settled}, ("steady-state", "settled-angle/"))
+glue("claims_total", len(registry), display=False)
+glue("claims_agree", claims.counts(registry)[claims.AGREES], display=False)
+claims.readable(registry)
+
+# %% [markdown]
+# {glue:text}`claims_agree` of the {glue:text}`claims_total` registered claims of this chapter agree.
+
+# %% [markdown]
 # ## Exercises
 #
 # :::{exercise}

@@ -149,3 +149,36 @@ def test_a_new_rule_reaches_sweeps_analysis_and_table1(new_rule, make_dataset):
     meta_ = {"spec": spec.to_dict(), "steps_per_epoch": 2}
     v = claims.verdict({"sgdw": (table, meta_)}, ["norm-exponent/sgdw"])
     assert v.iloc[0]["verdict"] in claims.OUTCOMES
+
+
+THEORY_CHECKS = ("invariance/", "l2-rescaling", "flat-ray", "gradient-scaling", "hessian-scaling",
+                 "orthogonality/", "no-l2/", "rescaling-symmetry", "steady-state-formula")
+
+
+def test_the_theory_chapters_checks_agree_from_the_registry_alone(one_thread):
+    """Chapters 01–03 define no criterion: each of their checks is a registry record, and computed
+    at the chapters' defaults (no values handed over) every one of them agrees."""
+    rows = claims.chapter_rows({claims.THEORY: {}}, THEORY_CHECKS)
+    assert len(rows) == 8 + 2 + 4 + 2 + 3 + 1 + 1
+    assert (rows["verdict"] == AGREES).all(), rows.loc[rows["verdict"] != AGREES, ["id", "measured"]]
+    controls = rows[rows["claim"].str.startswith("control")]
+    assert set(controls["id"]) == {"invariance/layer-unit", "invariance/none-unit", "invariance/none-layer"}
+
+
+def test_a_value_handed_over_by_a_chapter_is_judged_and_a_broken_one_disagrees():
+    ok = claims.chapter_rows({claims.THEORY: {"rescale_gap": 3e-14}}, "rescaling-symmetry")
+    broken = claims.chapter_rows({claims.THEORY: {"rescale_gap": 1e-3}}, "rescaling-symmetry")
+    assert ok["verdict"].item() == AGREES and broken["verdict"].item() == DISAGREES
+    # A control that failed to break the invariance disagrees too.
+    assert claims.chapter_rows({claims.THEORY: {"dy_none_unit": 1e-9}},
+                               "invariance/none-unit")["verdict"].item() == DISAGREES
+
+
+def test_the_settled_angle_band_is_secondary_labelled_and_needs_four_models():
+    import pandas as pd
+    assert claims.CLAIMS["settled-angle/sgd"].after_results and not claims.CLAIMS["settled-angle/sgd"].primary
+    assert claims.CLAIMS["steady-state"].after_results
+    few = {"settling": pd.DataFrame({"angle_ratio": [0.8, 0.9]})}
+    many = {"settling": pd.DataFrame({"angle_ratio": [0.7, 0.8, 0.9, 1.0]})}
+    assert claims.chapter_rows(few, "settled-angle/")["verdict"].item() == NOT_MEASURABLE
+    assert claims.chapter_rows(many, "settled-angle/")["verdict"].item() == AGREES

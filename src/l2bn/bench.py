@@ -17,6 +17,7 @@ fraction of peak is relative to what this device reaches in its best case at tha
 
 from __future__ import annotations
 
+import os
 import resource
 import statistics
 import time
@@ -209,6 +210,8 @@ def _with_summary(report: dict[str, Any], dev: torch.device, largest: int) -> di
     profile, peak, precision = report["profile"], report["reference_peak_tflops"], report["precision"]
     model_epochs = figure_model_epochs(profile)
     projected_s = model_epochs / best["model_epochs_per_s"]
+    book_s = projected_book_s(profile, best["model_epochs_per_s"], dev)
+    measured = measured_grids_s(profile, dev)
     summary = (
         f"{dev.type} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}), "
         f"{profile} network {report['widths']} batch {report['batch_size']}, {report['optimizer']}, "
@@ -217,6 +220,42 @@ def _with_summary(report: dict[str, Any], dev: torch.device, largest: int) -> di
         f"({best.get('vs_separate', float('nan')):.2g}× separate, "
         f"{best['tflops']:.3g} TFLOP/s = {best['peak_fraction']:.1%} of a measured "
         f"{peak:.3g} TFLOP/s {precision} matmul); {profile} profile's Figures 1–4 "
-        f"({model_epochs} model-epochs of training) projected at {projected_s / 60:.3g} min"
+        f"({model_epochs} model-epochs of training) projected at {projected_s / 60:.3g} min; the "
+        f"book's grids with their evaluations, all seeds, on {_workers(dev)} worker(s): projected "
+        f"{book_s / 60:.3g} min, "
+        + (f"measured {measured / 60:.3g} min (the stored results' training times)" if measured
+           else "not measured yet (no stored results of this profile)")
     )
-    return {**report, "figure_model_epochs": model_epochs, "projected_s": projected_s, "summary": summary}
+    return {**report, "figure_model_epochs": model_epochs, "projected_s": projected_s,
+            "projected_book_grids_s": book_s, "measured_book_grids_s": measured, "summary": summary}
+
+
+def _workers(dev: torch.device) -> int:
+    """Grids trained at once by the local executor: one per core on a CPU, one on one GPU."""
+    return (os.cpu_count() or 1) if dev.type == "cpu" else 1
+
+
+def projected_book_s(profile: str, model_epochs_per_s: float, dev: torch.device) -> float:
+    """The book's grids (Figures 1–4, every seed) at ``model_epochs_per_s`` per worker, with each
+    epoch's evaluation of the validation and test images (a forward pass, a third of a training
+    step per image), spread over the workers (the executor splits grids to keep them all busy)."""
+    p = get_profile(profile)
+    evaluation = (p["n_val"] + p["n_test"]) / (3 * p["n_train"])
+    return figure_model_epochs(profile) * p["seeds"] * (1 + evaluation) / model_epochs_per_s / _workers(dev)
+
+
+def measured_grids_s(profile: str, dev: torch.device) -> float | None:
+    """The measured time of the book's grids: the stored results of ``profile``'s Figures 1–4
+    grids on synthetic data (default grids, every seed), their training times summed and shared
+    among the workers; None when one is missing."""
+    from .results import cached_result
+    from .spec import SweepSpec
+    total = 0.0
+    for rule in FIGURE_RULES:
+        for seed in range(get_profile(profile)["seeds"]):
+            spec = SweepSpec.from_profile(profile, rule, "synthetic", seed=seed)
+            found = cached_result(spec, log=lambda _: None)
+            if found is None:
+                return None
+            total += found.provenance["wall_time_s"]
+    return total / _workers(dev)
