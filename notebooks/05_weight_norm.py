@@ -69,11 +69,11 @@ results = sweep_results(profile, rules, dataset, device)  # cached, or trained w
 # * for SGD and Nesterov the L2 term alone multiplies $\|w\|^2$ by about $1 - 4\eta_t\lambda$ per
 #   step, and momentum enlarges the step by $1/(1-\rho)$, so $r_t = 4\eta_t\lambda/(1-\rho)$, with
 #   $\eta_t$ the scheduled learning rate; this is exact and uses nothing measured;
-# * for RMSProp and ADAM the L2 step is divided by a running gradient scale that the result table
-#   does not keep. At equilibrium, though, shrinking balances the growth due to steps orthogonal to
-#   $w$, and that growth rate can be read off the measured angle $\Delta\theta_t$ that the layer's
-#   units turn through per step: $r_t \approx \frac{1+\rho_1}{1-\rho_1}\Delta\theta_t^2$ (the
-#   factor undoes ADAM's averaging of uncorrelated gradients; $\rho_1 = 0$ for RMSProp).
+# * for RMSProp and ADAM the L2 step is divided by a running gradient scale that is not known
+#   before the run. Their symmetry $(\eta, \lambda) \to (\eta\alpha, \lambda\alpha^{-2})$ makes
+#   the dynamics depend on $\eta^2\lambda$ alone, so $r_t = 4(\eta_t^2\lambda)^{1/3}$, with the
+#   gradient scale at unit norm set to 1 in advance. The measured angle or norm never enters: a
+#   criterion computed from what is then fitted would select cells on the outcome.
 #
 # A cell counts as equilibrated when $D \ge$ {glue:text}`wn_d_min:.0f`: the initial deviation of
 # $\|w\|^2$ has then decayed to about $e^{-3} \approx 5\%$. The threshold was fixed before looking

@@ -95,7 +95,7 @@ def test_stamps_name_the_cached_grids_each_chapter_used(site: Path):
     rules_used = {name: {Path(g["file"]).name.split("-")[0] for g in grids} for name, grids in used.items()}
     assert {"nesterov", "adam"} <= rules_used["05_weight_norm"]
     assert {"normalized_sgd", "sgd"} <= rules_used["07_normalized_weights"]
-    assert {"sgd", "nesterov", "rmsprop", "adam", "normalized_sgd"} <= rules_used["09_verdict"]
+    assert {"sgd", "nesterov", "rmsprop", "adam", "normalized_sgd"} <= rules_used["10_verdict"]
     assert "sgd" in rules_used["03_steady_state"]
 
 

@@ -28,7 +28,7 @@ from pipeline.solutions import (  # noqa: E402
 )
 
 CHAPTERS = sorted(p for p in (REPO / "notebooks").glob("*.py") if not p.name.startswith("_"))
-EXPERIMENTS = [p for p in CHAPTERS if p.stem[:2] in {"05", "06", "07", "08", "09"}]
+EXPERIMENTS = [p for p in CHAPTERS if p.stem[:2] in {"05", "06", "07", "08", "09", "10"}]
 EXERCISE = re.compile(r"^# (:{3,}|`{3,})\{exercise\}\s*$\n^# :label: (\S+)", re.M)
 SOLUTION = re.compile(r"^# (:{3,}|`{3,})\{solution\} (\S+)", re.M)
 

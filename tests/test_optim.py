@@ -195,8 +195,9 @@ def test_a_dead_model_is_frozen(rule):
     if rule in ("momentum", "nesterov", "rmsprop", "adam", "adamw"):
         assert frozen_state and all(v.abs().sum() > 0 for v in frozen_state.values())
     for _ in range(3):
-        angles = step(dead)
-        assert angles["conv"][1] == 0 and angles["conv"][0] > 0
+        measures = step(dead)
+        for key in ("angle_0", "angle_sq_0", "grad_sq_0"):  # the unit parameter's measures
+            assert measures[key][1] == 0 and measures[key][0] > 0, key
     for k, v in params.items():
         assert torch.equal(v.detach()[1], frozen[k]), k
         assert not torch.equal(v.detach()[0], initial_params(3)[k][0]), k
@@ -227,3 +228,34 @@ def test_learning_rate_drops_match_torch_optim(rule):
                                                rescale_momentum=True), model=0)
     else:
         assert_same_trajectory(grid, plain, model=0)
+
+
+def test_the_squared_gradient_at_unit_norm_is_measured_and_ignores_the_scale(monkeypatch):
+    """``grad_sq_i`` is the mean over a layer's units of ‖w‖²‖∇L(w)‖², the squared gradient at
+    ‖w‖ = 1: the same on a BN network whose conv weights are all scaled by α = 10 (with BN's ε
+    made negligible, which otherwise breaks the invariance at the 1e-4 level)."""
+    import l2bn.model
+    from l2bn.model import WideNet
+
+    monkeypatch.setattr(l2bn.model, "EPS", 1e-12)
+
+    x, y = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(0)), torch.arange(16) % 10
+
+    def measured(alpha: float) -> dict[str, torch.Tensor]:
+        net = WideNet(2, (4, 4, 4, 4), "batch", seed=0).double()
+        with torch.no_grad():
+            for w in net.conv_weights:
+                w.mul_(alpha)
+        loss = torch.nn.functional.cross_entropy(net(x.double()).flatten(0, 1), y.repeat(2), reduction="sum")
+        loss.backward()
+        by_hand = [(unit_norms(w) * unit_norms(w.grad)).square().mean(dim=1) for w in net.conv_weights]
+        opt = GridOptimizer("sgd", net.param_roles(), torch.tensor([0.1, 0.1]), torch.tensor([0.0, 0.0]))
+        out = opt.step(1.0, torch.ones(2, dtype=torch.bool))
+        for i, expected in enumerate(by_hand):
+            torch.testing.assert_close(out[f"grad_sq_{i}"], expected)
+        return out
+
+    one, ten = measured(1.0), measured(10.0)
+    for i in range(4):
+        assert one[f"grad_sq_{i}"].min() > 0
+        torch.testing.assert_close(one[f"grad_sq_{i}"], ten[f"grad_sq_{i}"], rtol=1e-6, atol=0)

@@ -7,8 +7,12 @@ stage (``Busy``), 1 for a failed notebook or site (``BuildError``).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from l2bn.errors import L2bnError, ParameterError
@@ -49,19 +53,48 @@ def outdated(args, stage: Path, jobs: list[Job], library: dict[str, str],
     return todo
 
 
+def chapter_workers(n: int) -> int:
+    """How many chapters execute at once: one per core (the grids are trained by then, so each
+    chapter's kernel is one mostly single-threaded process), at most ``n``."""
+    return max(1, min(n, os.cpu_count() or 1))
+
+
 def run_all(todo: list[tuple[Job, dict, str]], stage: Path) -> None:
-    """Execute each chapter; every one runs even when an earlier one fails, then all failures."""
-    failures = []
-    for i, (job, inputs, digest) in enumerate(todo, 1):
+    """Execute each chapter, side by side on the cores (each kernel on one thread); every one runs
+    even when another fails, then all failures are reported, in the chapters' order."""
+    workers = chapter_workers(len(todo))
+
+    def one(i: int, job: Job, inputs: dict, digest: str) -> str | None:
         log(f"[{i}/{len(todo)}] {job.path.stem}: executing with {chapters.shown(job.params)}")
         try:
             execute.execute(job.path, job.params, stage, inputs, digest)
         except BuildError as err:
-            failures.append(str(err))
             log(f"FAILED: {str(err).splitlines()[0]} (details at the end)")
+            return str(err)
+        return None
+
+    with one_thread_kernels(workers > 1), ThreadPoolExecutor(workers) as pool:
+        outcomes = list(pool.map(lambda args: one(*args), [(i, *t) for i, t in enumerate(todo, 1)]))
+    failures = [f for f in outcomes if f is not None]
     if failures:
         raise BuildError(f"{len(failures)} notebook(s) failed; no HTML was built:\n\n"
                          + "\n\n".join(failures))
+
+
+@contextmanager
+def one_thread_kernels(on: bool) -> Iterator[None]:
+    """Kernels started meanwhile use one thread each (``OMP_NUM_THREADS``, which torch reads when
+    it is imported), so that chapters side by side do not oversubscribe the cores."""
+    before = os.environ.get("OMP_NUM_THREADS")
+    if on:
+        os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        yield
+    finally:
+        if on and before is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        elif on:
+            os.environ["OMP_NUM_THREADS"] = before
 
 
 def train_grids(todo: list[tuple[Job, dict, str]], device: str) -> None:

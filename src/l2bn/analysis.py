@@ -55,10 +55,15 @@ def final_rows(table: pd.DataFrame, epoch: int | None = None) -> pd.DataFrame:
 def grid(table: pd.DataFrame, column: str, epoch: int | None = None) -> pd.DataFrame:
     """``column`` at ``epoch`` as an (η rows × λ columns) frame, both ascending; NaN where diverged."""
     rows = final_rows(table, epoch)
-    values = rows[column].where(~rows["diverged"].astype(bool))
-    out = rows.assign(_v=values).pivot(index="lr", columns="l2", values="_v")
-    out.index.name, out.columns.name = "lr", "l2"
-    return out.sort_index().sort_index(axis=1)
+    values = rows[column].where(~rows["diverged"].astype(bool)).to_numpy(float)
+    lr, l2 = rows["lr"].to_numpy(float), rows["l2"].to_numpy(float)
+    lrs, l2s = np.unique(lr), np.unique(l2)
+    i, j = np.searchsorted(lrs, lr), np.searchsorted(l2s, l2)
+    if np.unique(i * len(l2s) + j).size != len(rows):  # what DataFrame.pivot refuses, faster
+        raise ValueError("results: two models of the table share one (η, λ)")
+    out = np.full((len(lrs), len(l2s)), np.nan)
+    out[i, j] = values
+    return pd.DataFrame(out, index=pd.Index(lrs, name="lr"), columns=pd.Index(l2s, name="l2"))
 
 
 def diverged_grid(table: pd.DataFrame, epoch: int | None = None) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import L2bnError, ParameterError
-from .rules import RULES, rules_in, trainable_rules
+from .rules import MAIN, RULES, SGD, rules_in, trainable_rules
 
 COMMON = ("profile", "dataset", "device")  # every chapter declares these; the build sets them
 SEED_MAX = 2**31 - 1  # numpy and torch both take any seed in [0, 2³¹)
@@ -255,7 +255,9 @@ CHAPTERS: dict[str, ChapterSpec] = {spec.name: spec for spec in (
     _chapter("08_best_learning_rate", {"optimizers": RULE_LIST,
                                        "n_boot": Number(10, 100_000, integer=True)},
              grids=lambda p: list(dict.fromkeys([*rules_in("4"), *p["optimizers"]]))),
-    _chapter("09_verdict", {"optimizers": RULE_LIST, "toy_steps": STEPS, "learned_err": TRAIN_ERR},
+    _chapter("09_after_the_paper", {"seed": SEED, "toy_steps": STEPS},
+             grids=lambda p: [SGD.name, MAIN.name]),
+    _chapter("10_verdict", {"optimizers": RULE_LIST, "toy_steps": STEPS, "learned_err": TRAIN_ERR},
              grids=lambda p: list(dict.fromkeys(p["optimizers"])), replicates=True),
 )}
 # Chapters without an entry (a new one, the build's own tests) get their common parameters checked.

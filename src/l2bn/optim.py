@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from .rules import State, Tensor, get_rule
-from .scale import angular_update
+from .scale import angular_update, unit_norms
 
 
 class GridOptimizer:
@@ -53,10 +53,13 @@ class GridOptimizer:
 
     @torch.no_grad()
     def step(self, lr_scale: float, alive: Tensor) -> dict[str, Tensor]:
-        """Apply one update with learning rates η·``lr_scale``; return, for each ``unit``
-        parameter, the (M,) mean angle its units turned through."""
+        """Apply one update with learning rates η·``lr_scale``; return, for the i-th ``unit``
+        parameter, (M,) means over its units: ``angle_i``, the angle a unit turned through;
+        ``angle_sq_i``, its square (the later literature predicts the root-mean-square angle); and
+        ``grad_sq_i``, ‖g̃‖² = ‖w‖²‖∇L(w)‖², the squared gradient at unit norm (a scale-invariant
+        unit's gradient falls as 1/‖w‖), which Wan et al.'s equilibrium norm needs."""
         self.t += 1
-        angles = {}
+        measures = {}
         for name, p, role in self.params:
             shape = (-1,) + (1,) * (p.dim() - 1)
             eta = (self.eta * lr_scale).view(shape)
@@ -66,10 +69,13 @@ class GridOptimizer:
                 self.rule.projection(new)
             keep = alive.view(shape)
             if role == "unit":
-                angles[name] = torch.where(alive, angular_update(p, new).mean(dim=1), 0.0)
+                i, angle = len(measures) // 3, angular_update(p, new)
+                grad_sq = (unit_norms(p) * unit_norms(p.grad)).square()
+                for key, value in (("angle", angle), ("angle_sq", angle.square()), ("grad_sq", grad_sq)):
+                    measures[f"{key}_{i}"] = torch.where(alive, value.mean(dim=1), 0.0)
             p.copy_(torch.where(keep, new, p))
             self.state[name] = {k: torch.where(keep, v, self.state[name][k]) for k, v in state.items()}
-        return angles
+        return measures
 
     def state_dict(self) -> dict:
         return {"t": self.t, "state": self.state}

@@ -132,6 +132,11 @@ class UpdateRule:
     # torch.optim's counterpart, (param groups, η, weight_decay = 2λ, hyperparameters) → optimiser;
     # None where torch.optim has none (the projection, Newton). Checked step for step in the tests.
     torch_optim: Callable[..., torch.optim.Optimizer] | None = None
+    # The later literature's rotational equilibrium (``rotational``): "wan" (Wan et al. 2021: SGD
+    # and heavy-ball momentum, μ = ``rho``) or "kosson" (Kosson et al. 2024: AdamW, β₁ = ``rho1``);
+    # None where none is derived (Nesterov turns 1.17–1.19× faster than the heavy-ball form on the
+    # toy unit, measured).
+    rotation: str | None = None
 
     @property
     def symmetry(self) -> tuple[int, int]:
@@ -243,9 +248,10 @@ _SGD_ETA_EFF = (0.5, -0.5)  # Table 1 as printed
 _ADAPTIVE_ETA_EFF = (2 / 3, -1 / 3)
 
 for _rule in (
-    UpdateRule("sgd", "SGD", sgd, figures=("4",), printed_eta_eff=_SGD_ETA_EFF, torch_optim=_torch_sgd()),
+    UpdateRule("sgd", "SGD", sgd, figures=("4",), printed_eta_eff=_SGD_ETA_EFF, torch_optim=_torch_sgd(),
+               rotation="wan"),
     UpdateRule("momentum", "momentum", momentum, ("v",), _MOMENTUM, lr_family="heavy_ball",
-               printed_eta_eff=_SGD_ETA_EFF, torch_optim=_torch_sgd()),
+               printed_eta_eff=_SGD_ETA_EFF, torch_optim=_torch_sgd(), rotation="wan"),
     UpdateRule("nesterov", "Nesterov", nesterov, ("v",), _MOMENTUM, lr_family="heavy_ball",
                figures=("1", "2", "4"), printed_eta_eff=_SGD_ETA_EFF, torch_optim=_torch_sgd(nesterov=True)),
     UpdateRule("rmsprop", "RMSProp", rmsprop, ("s",), {"rho": 0.9, "eps": 1e-8}, lr_family="adaptive",
@@ -256,7 +262,7 @@ for _rule in (
                torch_optim=_torch_adam(torch.optim.Adam)),
     UpdateRule("adamw", "AdamW", adamw, ("v", "s"), _ADAM, lr_family="adaptive", step_degree=ADAPTIVE,
                decay=DECOUPLED, in_paper=False, toy_grid=((0.003, 0.01, 0.03), (0.1, 0.316, 1.0)),
-               torch_optim=_torch_adam(torch.optim.AdamW)),
+               torch_optim=_torch_adam(torch.optim.AdamW), rotation="kosson"),
     # §5.5: every unit rescaled to norm 1 after each step, the conv units and the classifier's rows,
     # so that no weight keeps a scale for λ to act on.
     UpdateRule("normalized_sgd", "normalised SGD", sgd, lr_family="normalized",

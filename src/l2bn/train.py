@@ -197,7 +197,8 @@ def train_step(
     alive: torch.Tensor, precision: str = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """One step for all M models. Returns per-model loss and error, the updated ``alive`` mask and
-    the units' angular updates. A model whose loss is not finite is marked dead and not updated.
+    the update rule's measures of each conv layer (``GridOptimizer.step``: angular update, squared
+    gradient at unit norm). A model whose loss is not finite is marked dead and not updated.
     With ``precision='bf16'`` the forward pass runs under bfloat16 autocast; the loss, gradients,
     weights and optimiser state stay float32."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
@@ -211,9 +212,9 @@ def train_step(
     # Summed, not averaged, so each model gets exactly its own gradient; a dead model's NaNs stay
     # in its own slice of every tensor.
     loss.sum().backward()
-    angles = opt.step(lr_scale, alive)
+    measures = opt.step(lr_scale, alive)
     err = (logits.detach().argmax(dim=-1) != y).float().mean(dim=1)
-    return loss.detach(), err, alive, angles
+    return loss.detach(), err, alive, measures
 
 
 @torch.inference_mode()
@@ -241,25 +242,26 @@ def train_epoch(state: TrainState, spec: SweepSpec, data: Dataset, mean_std: Sta
                 bar: tqdm) -> dict[str, torch.Tensor]:
     """One pass over the training images in a fresh random order, each batch shifted and flipped at
     random (§6) when ``spec.augment``; returns each model's sums over the steps: ``loss`` (of the
-    living models), ``err`` and ``angle_i`` for each conv layer."""
+    living models), ``err``, and ``angle_i``, ``angle_sq_i`` and ``grad_sq_i`` for each conv layer."""
     state.net.train()
     dev, gen, steps = data.x_train.device, state.generator, spec.n_train // spec.batch_size
     perm = torch.randperm(spec.n_train, generator=gen, device=dev)
+    layers = range(len(spec.widths))
     sums = {k: torch.zeros(spec.n_models, device=dev)
-            for k in ("loss", "err", *(f"angle_{i}" for i in range(len(spec.widths))))}
+            for k in ("loss", "err", *(f"{q}_{i}" for q in ("angle", "angle_sq", "grad_sq") for i in layers))}
     for s in range(steps):
         idx = perm[s * spec.batch_size : (s + 1) * spec.batch_size]
         xb = data.x_train[idx]
         if spec.augment:
             xb = translate_flip(xb, MAX_SHIFT, gen)
-        loss, err, state.alive, angles = train_step(
+        loss, err, state.alive, measures = train_step(
             state.net, state.opt, to_input(xb, *mean_std), data.y_train[idx], lr_scale, state.alive,
             spec.precision,
         )
         sums["loss"] += torch.where(state.alive, loss, 0.0)
         sums["err"] += err
-        for i, a in enumerate(angles.values()):
-            sums[f"angle_{i}"] += a
+        for k, v in measures.items():
+            sums[k] += v
         bar.update()
     return sums
 
@@ -279,8 +281,8 @@ def epoch_measures(state: TrainState, spec: SweepSpec, data: Dataset, mean_std: 
                    sums: dict[str, torch.Tensor], eta: torch.Tensor) -> dict[str, list[float]]:
     """Everything measured of each model after an epoch, read back to the host together (one
     synchronisation per epoch): training loss and error (means over the epoch), validation and test
-    error, each conv layer's mean unit norm ‖w‖, layer norm, η_eff at the current η and mean angular
-    update per step."""
+    error, each conv layer's mean unit norm ‖w‖, layer norm, η_eff at the current η, mean angular
+    update per step, its mean square, and mean squared gradient at unit norm ‖g̃‖² per step."""
     steps = spec.n_train // spec.batch_size
     stats = {
         "train_loss": sums["loss"] / steps,
@@ -288,7 +290,7 @@ def epoch_measures(state: TrainState, spec: SweepSpec, data: Dataset, mean_std: 
         "val_err": error_rate(state.net, data.x_val, data.y_val, *mean_std),
         "test_err": error_rate(state.net, data.x_test, data.y_test, *mean_std),
         **_layer_stats(state.net, eta, spec.optimizer),
-        **{k: v / steps for k, v in sums.items() if k.startswith("angle_")},
+        **{k: v / steps for k, v in sums.items() if k.startswith(("angle_", "grad_sq_"))},
     }
     return {k: v.cpu().tolist() for k, v in stats.items()}
 

@@ -33,7 +33,7 @@ learned_err = 0.8  # secondary rows: equilibrated cells whose training error is 
 # %% tags=["remove-cell"]
 from l2bn.chapter import check_parameters
 
-check_parameters("09_verdict", globals())  # each parameter within its accepted values, before anything runs
+check_parameters("10_verdict", globals())  # each parameter within its accepted values, before anything runs
 
 # %% tags=["remove-output"]
 import math
@@ -210,8 +210,10 @@ sens.round(3)
 # * **Weight-norm and η_eff exponents.** The scaling laws describe equilibrium, and a CPU profile of
 #   a few epochs reaches it only where $\eta\lambda$ is large. Cells just past the threshold can
 #   still be drifting, which biases the slope towards zero; the final norm also mixes the three
-#   learning-rate phases (Figure 1 discusses both). The ADAM criterion relies on an estimate of the
-#   relaxation rate from the measured angle, which is exact only at equilibrium.
+#   learning-rate phases (Figure 1 discusses both). For RMSProp and ADAM the relaxation rate
+#   4(η²λ)^{1/3} carries a prefactor (the gradient scale at unit norm) that was set to 1 before the
+#   runs rather than measured, so their threshold is the least certain; the sensitivity table above
+#   shows how far that moves the fits.
 # * **Diagonals of Figure 2.** Outside equilibrium the effective learning rate is set by the
 #   initial norm instead of $\lambda$, so rows (constant $\eta$) can explain the error as well as
 #   the diagonals. The test between the derived and printed forms of $\eta_\text{eff}$ is, however,
@@ -262,7 +264,7 @@ sens.round(3)
 # times as many steps and compare the toy exponents with the theory:
 #
 # ```bash
-# make chapter NB=09_verdict PROFILE=quick DATASET=synthetic ARGS="-p toy_steps 32000"
+# make chapter NB=10_verdict PROFILE=quick DATASET=synthetic ARGS="-p toy_steps 32000"
 # ```
 #
 # Which way do they move, and why can the network's columns not be improved the same way within the
