@@ -148,9 +148,10 @@ print(f"largest angle between the two runs: {equiv['max_angle']:.1e} rad; "
 rot = claims.rotation_cells(results, "sgd")
 glue("n_rot_cells", float(rot.groupby(["lr", "l2"]).ngroups), display=False)
 by_layer = rot.groupby("layer")[["angle_ratio", "norm_ratio"]].agg(lambda r: float(np.exp(np.log(r).mean())))
+by_layer = by_layer.reindex(range(4))  # NaN for a layer without cells at equilibrium (the smoke profile)
 for i, row in by_layer.iterrows():
-    glue(f"rot_angle_{i}", row.angle_ratio, display=False)
-    glue(f"rot_norm_{i}", row.norm_ratio, display=False)
+    glue(f"rot_angle_{i}", float(row.angle_ratio), display=False)
+    glue(f"rot_norm_{i}", float(row.norm_ratio), display=False)
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 4))
 for i, g in rot.groupby("layer"):
