@@ -72,6 +72,7 @@ results = sweep_results(profile, rules, dataset, device)  # the grids of Figures
 
 # %%
 glue("toy_steps", float(toy_steps), display=False)
+glue("toy_relaxations", 4 * 1e-4 * toy_steps, display=False)  # 4ηλ per step at the smallest ηλ
 products = np.array([1e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.3])
 toy_runs = {}
 for name, eta in (("sgd", 1.0), ("momentum", 0.1), ("adamw", 0.01)):
@@ -102,12 +103,13 @@ plt.show()
 # At ηλ = 10⁻⁴ the measured angle is {glue:text}`toy_angle_sgd:.3f` of the prediction for SGD,
 # {glue:text}`toy_angle_momentum:.3f` for heavy-ball momentum (μ = 0.9) and
 # {glue:text}`toy_angle_adamw:.3f` for AdamW (β₁ = 0.9); the norms are {glue:text}`toy_norm_sgd:.3f`,
-# {glue:text}`toy_norm_momentum:.3f` and {glue:text}`toy_norm_adamw:.3f` of theirs. AdamW sits a few
-# percent low because a unit of C weights has no gradient along w, so its step has C − 1 rather than
-# C components that turn it: √(15/16) ≈ 0.97 here. At ηλ = 0.3 the SGD norm is
+# {glue:text}`toy_norm_momentum:.3f` and {glue:text}`toy_norm_adamw:.3f` of theirs. That smallest ηλ
+# is the slowest to settle: the decay relaxes ‖w‖² at the rate 4ηλ per step, so the run lasts only
+# {glue:text}`toy_relaxations:.1f` relaxation times there, and AdamW, whose equilibrium norm lies
+# furthest from the starting ‖w‖ = 1, is the one still short of it. At ηλ = 0.3 the SGD norm is
 # {glue:text}`toy_norm_big_sgd:.2f` of the small-step form (the exact fixed point carries a factor
-# (1 − ηλ)^{−1/4}, {ref}`ch-steady-state`), and AdamW's {glue:text}`toy_norm_big_adamw:.2f`: its
-# form needs η·wd/(1 − β₁) to be small, which fails first.
+# (1 − ηλ)^{−1/4}, {ref}`ch-steady-state`) and AdamW's {glue:text}`toy_norm_big_adamw:.2f`: Kosson
+# et al.'s form needs η·wd/(1 − β₁) to be small, and that fails first.
 #
 # Nesterov momentum is not in the figure: the heavy-ball formula does not carry over to it. Its
 # look-ahead step adds μ times the new velocity to the update, and on the toy unit it turns about
@@ -181,12 +183,12 @@ by_layer.rename(index=lambda i: f"layer {i + 1}").round(3)
 # ## The intrinsic learning rate on the network
 #
 # If weight decay is a learning-rate schedule, what should matter at equilibrium is how fast that
-# schedule runs: the product ηλ, which Li, Lyu and Arora call the intrinsic learning rate. The paper's
-# η_eff points elsewhere: for SGD it is constant along η/λ at equilibrium. On a grid the two make
-# different predictions for the final test error, constant along the diagonals of ηλ for one and of
-# η/λ for the other. The grouping test of Figure 2 compares how much of the Nesterov grid's test
-# error each diagonal family explains (adjusted R², which charges each grouping for its number of
-# classes).
+# schedule runs: the product ηλ, which Li, Lyu and Arora call the intrinsic learning rate. For SGD
+# and momentum the paper's derived η_eff ∝ √(ηλ) is constant along the same diagonals, so the two
+# agree; Table 1 as printed, with λ in the denominator, would put the error on the diagonals of η/λ
+# instead. The grouping test of Figure 2 compares how much of the Nesterov grid's test error each
+# family of diagonals explains, and each input alone (adjusted R², which charges a grouping for its
+# number of classes).
 
 # %%
 nesterov = claims.grid_cells(results, "nesterov")
@@ -203,7 +205,9 @@ pd.Series(r2, name="adjusted R² of the test error").round(3)
 # The test error's adjusted R² is {glue:text}`r2_product:.2f` on the diagonals of ηλ against
 # {glue:text}`r2_ratio:.2f` on those of η/λ, {glue:text}`r2_eta:.2f` for η alone and
 # {glue:text}`r2_lambda:.2f` for λ alone. The registry's row `intrinsic-lr/nesterov` resamples the
-# test errors binomially and asks whether ηλ wins over the better of η/λ and η alone.
+# test errors binomially and asks whether ηλ wins over the better of η/λ and η alone; the paper's
+# own Figure 2 row (`diagonal/nesterov`, in the Figure 2 chapter) asks the same of ηλ against η alone
+# and λ alone.
 
 # %% [markdown]
 # :::{admonition} What we found
