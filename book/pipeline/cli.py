@@ -63,6 +63,10 @@ def run_all(todo: list[tuple[Job, dict, str]], stage: Path) -> None:
     """Execute each chapter, side by side on the cores (each kernel on one thread); every one runs
     even when another fails, then all failures are reported, in the chapters' order."""
     workers = chapter_workers(len(todo))
+    # The longest first, so that the last to start is short: by the last build's times where its
+    # stamps say, else from the end of the book, whose chapters gather most (the verdict reads all).
+    took = [stamps.last_seconds(stage, job.path.stem) or 0.0 for job, _, _ in todo]
+    order = sorted(range(len(todo)), key=lambda k: (-took[k], -k))
 
     def one(i: int, job: Job, inputs: dict, digest: str) -> str | None:
         log(f"[{i}/{len(todo)}] {job.path.stem}: executing with {chapters.shown(job.params)}")
@@ -74,8 +78,8 @@ def run_all(todo: list[tuple[Job, dict, str]], stage: Path) -> None:
         return None
 
     with one_thread_kernels(workers > 1), ThreadPoolExecutor(workers) as pool:
-        outcomes = list(pool.map(lambda args: one(*args), [(i, *t) for i, t in enumerate(todo, 1)]))
-    failures = [f for f in outcomes if f is not None]
+        outcomes = dict(zip(order, pool.map(lambda k: one(k + 1, *todo[k]), order), strict=True))
+    failures = [outcomes[k] for k in range(len(todo)) if outcomes[k] is not None]
     if failures:
         raise BuildError(f"{len(failures)} notebook(s) failed; no HTML was built:\n\n"
                          + "\n\n".join(failures))

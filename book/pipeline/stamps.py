@@ -91,6 +91,14 @@ def is_current(stage: Path, name: str, digest: str) -> bool:
         return False
 
 
+def last_seconds(stage: Path, name: str) -> float | None:
+    """How long the last execution of ``name`` took, from its stamp (None without one)."""
+    try:
+        return float(json.loads(stamp_path(stage, name).read_text())["seconds"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def write_stamp(stage: Path, name: str, inputs: dict, digest: str, run: dict[str, Any]) -> None:
     """The stamp: ``hash`` and ``inputs`` decide ``is_current``; the rest describes the run for a
     reader (``run``: started, executed (the end), seconds, grids)."""
