@@ -29,8 +29,12 @@
 #
 # $$
 # \Delta\theta_\text{SGD, heavy ball} = \sqrt{\frac{2\eta\,\mathrm{wd}}{1+\mu}}, \qquad
-# \Delta\theta_\text{AdamW} = \sqrt{2\eta\,\mathrm{wd}\,\frac{1-\beta_1}{1+\beta_1}}, \qquad
-# \|w\|^4_\text{SGD, heavy ball} = \frac{\eta\,\mathbb{E}\|\tilde g\|^2}{2\,\mathrm{wd}\,(1-\mu)}.
+# \Delta\theta_\text{AdamW} = \sqrt{2\eta\,\mathrm{wd}\,\frac{1-\beta_1}{1+\beta_1}},
+# $$
+#
+# $$
+# \|w\|^4_\text{SGD, heavy ball} = \frac{\eta\,\mathbb{E}\|\tilde g\|^2}{2\,\mathrm{wd}\,(1-\mu)}, \qquad
+# \|w\|_\text{AdamW} = \sqrt{\frac{\eta\,C}{2\,\mathrm{wd}}} \ \text{(C weights per unit)}.
 # $$
 #
 # For plain SGD (μ = 0) the norm formula is the noise model's fixed point of {ref}`ch-steady-state`
