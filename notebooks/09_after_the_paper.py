@@ -24,7 +24,7 @@
 # Notation: the literature writes the decay as PyTorch's coupled `weight_decay`, wd; our penalty
 # λ‖w‖² has gradient 2λw, so **wd = 2λ**. μ is the momentum coefficient, g̃ the gradient at the
 # unit-norm weight (‖g̃‖ = ‖w‖·‖∇L(w)‖ for a scale-invariant unit), and Δθ the angle between a unit's
-# weights before and after a step. The predictions are for the root-mean-square angle √E[Δθ²], which
+# weights before and after a step, C the number of weights of one unit. The predictions are for the root-mean-square angle √E[Δθ²], which
 # is what balancing E‖Δw‖² against the decay gives:
 #
 # $$
@@ -34,7 +34,7 @@
 #
 # $$
 # \|w\|^4_\text{SGD, heavy ball} = \frac{\eta\,\mathbb{E}\|\tilde g\|^2}{2\,\mathrm{wd}\,(1-\mu)}, \qquad
-# \|w\|_\text{AdamW} = \sqrt{\frac{\eta\,C}{2\,\mathrm{wd}}} \ \text{(C weights per unit)}.
+# \|w\|_\text{AdamW} = \sqrt{\frac{\eta\,C}{2\,\mathrm{wd}}}.
 # $$
 #
 # For plain SGD (μ = 0) the norm formula is the noise model's fixed point of {ref}`ch-steady-state`
