@@ -24,8 +24,8 @@
 # Notation: the literature writes the decay as PyTorch's coupled `weight_decay`, wd; our penalty
 # λ‖w‖² has gradient 2λw, so **wd = 2λ**. μ is the momentum coefficient, g̃ the gradient at the
 # unit-norm weight (‖g̃‖ = ‖w‖·‖∇L(w)‖ for a scale-invariant unit), and Δθ the angle between a unit's
-# weights before and after a step, C the number of weights of one unit. The predictions are for the root-mean-square angle √E[Δθ²], which
-# is what balancing E‖Δw‖² against the decay gives:
+# weights before and after a step, C the number of weights of one unit. The predictions are for
+# the root-mean-square angle √E[Δθ²], which is what balancing E‖Δw‖² against the decay gives:
 #
 # $$
 # \Delta\theta_\text{SGD, heavy ball} = \sqrt{\frac{2\eta\,\mathrm{wd}}{1+\mu}}, \qquad
