@@ -77,8 +77,14 @@ def run_all(todo: list[tuple[Job, dict, str]], stage: Path) -> None:
             return str(err)
         return None
 
-    with one_thread_kernels(workers > 1), ThreadPoolExecutor(workers) as pool:
-        outcomes = dict(zip(order, pool.map(lambda k: one(k + 1, *todo[k]), order), strict=True))
+    with one_thread_kernels(workers > 1):
+        pool = ThreadPoolExecutor(workers)
+        try:
+            outcomes = dict(zip(order, pool.map(lambda k: one(k + 1, *todo[k]), order), strict=True))
+        except KeyboardInterrupt:  # Ctrl-C reaches the kernels too; the chapters not begun never start
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
     failures = [outcomes[k] for k in range(len(todo)) if outcomes[k] is not None]
     if failures:
         raise BuildError(f"{len(failures)} notebook(s) failed; no HTML was built:\n\n"
