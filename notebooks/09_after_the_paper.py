@@ -56,6 +56,7 @@ check_parameters("09_after_the_paper", globals())  # each parameter within its a
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from IPython.display import Markdown
 from myst_nb import glue
 
 from l2bn import analysis, claims, figures, rotational
@@ -173,7 +174,14 @@ fig.suptitle(f"SGD on the network, end of the constant-η phase ({figures.datase
              fontsize="medium")
 plt.tight_layout()
 plt.show()
+glue("atp_caption", Markdown(figures.provenance_block(results, "Provenance of the network figures: data, runs, "
+                                                      "commands")), display=False)
 by_layer.rename(index=lambda i: f"layer {i + 1}").round(3)
+
+# %% [markdown]
+# ```{glue:md} atp_caption
+# :format: myst
+# ```
 
 # %% [markdown]
 # Over the {glue:text}`n_rot_cells:.0f` cells at equilibrium, the measured angle is

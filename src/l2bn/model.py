@@ -112,12 +112,12 @@ class WideNet(nn.Module):
             if self.norm == "weight":
                 w = w / unit_norms(w)[..., None, None, None]
             h = F.conv2d(h, w.reshape(k * c_out, c_in, 3, 3), padding=1, groups=1 if i == 0 else k)
-            h = self._normalize(h, p[f"gamma{i}"], p[f"beta{i}"], i, models, k)
-            # Pooling before the ReLU gives the same values and gradients (max commutes with the
-            # monotone ReLU, ties included), with the ReLU on a quarter of the activations.
+            # ReLU, then pooling. (Pooling first would give the same finite values with a quarter
+            # of the ReLUs, but the two kernels treat NaN differently: an overflowing model then
+            # kept a finite loss and was not marked diverged, measured.)
+            h = F.relu(self._normalize(h, p[f"gamma{i}"], p[f"beta{i}"], i, models, k))
             if i < len(self.widths) - 1:
                 h = max_pool(h)
-            h = F.relu(h)
         b = h.shape[0]
         h = h.mean(dim=(2, 3)).view(b, k, -1)
         return torch.einsum("bmc,moc->mbo", h, p["fc_w"]) + p["fc_b"][:, None, :]
