@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from . import analysis
-from .rules import RULES, add_new, get_rule
+from .rules import MAIN, RULES, SGD, add_new, get_rule
 
 # ---------------------------------------------------------------------------------------------
 # The rule and its constants (fixed in commit FIXED_NOW, before the runs they judge)
@@ -321,6 +321,13 @@ def best_lr_slope(rule: str) -> Callable[[Mapping[str, Any]], Measurement]:
 THEORY = "theory"  # the key of the theory chapters' computations in a results mapping
 
 
+def without_error_rates(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` as cells for ``bootstrap`` when they carry no error rates to redraw: every row
+    fitted, one seed unless the frame has its own ``seed`` column, no validation or test split."""
+    seed = {} if "seed" in frame else {"seed": 0}
+    return frame.assign(**seed, fitted=True, n_val=0, n_test=0, val_err=math.nan, test_err=math.nan)
+
+
 def exact(value: float, n: int, precision: float = 1e-9) -> Measurement:
     """An exact computation (float64, no sampling noise): its interval is its numerical precision."""
     return Measurement(value, value - precision, value + precision, n, 0,
@@ -404,7 +411,7 @@ def _rescaled_gap(seed: int) -> float:
     from w₀ with (η, λ): SGD on the toy unit, α = 0.1 and 10."""
     from . import theory
     toy = theory.make_toy(seed=seed)
-    return max(theory.rescaled_gap("sgd", toy, 0.1, 1e-3, a, steps=500, seed=seed) for a in (0.1, 10.0))
+    return max(theory.rescaled_gap(SGD.name, toy, 0.1, 1e-3, a, steps=500, seed=seed) for a in (0.1, 10.0))
 
 
 def _closed_form_error(seed: int) -> float:
@@ -431,8 +438,7 @@ def steady_state_exponent(results: Mapping[str, Any]) -> Measurement:
     from . import theory
     lrs, l2s = theory.product_grid([0.03, 0.1, 0.3, 1.0], [0.003, 0.01, 0.03])
     sim = theory.noise_model_table(lrs, l2s, 3000, units=64)
-    c = pd.DataFrame({"x": sim["lr"] / sim["l2"], "y": sim["simulated"]}).assign(
-        seed=0, n_val=0, n_test=0, val_err=math.nan, test_err=math.nan)
+    c = without_error_rates(pd.DataFrame({"x": sim["lr"] / sim["l2"], "y": sim["simulated"]}))
     return bootstrap(c, lambda d: _loglog_slope(d["x"], d["y"]))
 
 
@@ -443,8 +449,7 @@ def toy_exponent(rule: str, which: str) -> Callable[[Mapping[str, Any]], Measure
     not a measurement; the separate exponents are what the run measures.)"""
     def measure(results):
         run = results[THEORY]["toy_runs"][rule]
-        c = pd.DataFrame({"lr": run.lr, "l2": run.l2, "norm": run.equilibrium_norm()}).assign(
-            seed=0, fitted=True, n_val=0, n_test=0, val_err=math.nan, test_err=math.nan)
+        c = without_error_rates(pd.DataFrame({"lr": run.lr, "l2": run.l2, "norm": run.equilibrium_norm()}))
 
         def stat(d):
             pl = analysis.power_law_fit(d["lr"], d["l2"], d["norm"])
@@ -457,7 +462,7 @@ def toy_exponent(rule: str, which: str) -> Callable[[Mapping[str, Any]], Measure
 # After the paper (chapter 09): the later literature's prefactors
 # ---------------------------------------------------------------------------------------------
 
-AFTER_PAPER = "this wave, before the grids with ‖g̃‖² and the squared angle"  # when fixed
+AFTER_PAPER = "55e1ea0"  # committed before any grid with ‖g̃‖² and the squared angle had run
 
 
 def rotation_cells(results: Mapping[str, Any], rule: str) -> pd.DataFrame:
@@ -476,7 +481,7 @@ def rotation_ratio(rule: str, column: str) -> Callable[[Mapping[str, Any]], Meas
         rot = rotation_cells(results, rule)
         by_cell = rot.groupby(["seed", "lr", "l2"], as_index=False)[column].agg(
             lambda r: float(np.exp(np.log(r).mean())))
-        c = by_cell.assign(fitted=True, n_val=0, n_test=0, val_err=math.nan, test_err=math.nan)
+        c = without_error_rates(by_cell)
         return bootstrap(c, lambda d: (float(np.exp(np.log(d[column]).mean())), len(d)))
     return measure
 
@@ -502,8 +507,7 @@ def toy_rotation_ratio(rule: str) -> Callable[[Mapping[str, Any]], Measurement]:
         grid = TOY_ROTATION_ADAMW if get_rule(rule).rotation == "kosson" else TOY_ROTATION
         seed = results[THEORY].get("seed", 0)
         out = rotational.toy_rotation(rule, list(grid["lrs"]), list(grid["l2s"]), grid["steps"], seed=seed)
-        c = pd.DataFrame({"ratio": out["angle_ratio"]}).assign(
-            seed=0, fitted=True, n_val=0, n_test=0, val_err=math.nan, test_err=math.nan)
+        c = without_error_rates(pd.DataFrame({"ratio": out["angle_ratio"]}))
         return bootstrap(c, lambda d: (float(np.exp(np.log(d["ratio"]).mean())), len(d)))
     return measure
 
@@ -635,15 +639,17 @@ def _register_theory_claims() -> None:
 
 def _register_after_paper_claims() -> None:
     wan = "Wan et al. 2021"
-    register(Claim("rotation-angle/sgd", wan, "SGD on the network: the RMS angle per step at equilibrium is "
-                   "√(2η·wd) (wd = 2λ); measured/predicted", 1.0, around(1.0, 0.2),
-                   rotation_ratio("sgd", "angle_ratio"), primary=False, fixed_at=AFTER_PAPER, needs=("sgd",)))
-    register(Claim("rotation-norm/sgd", wan, "SGD on the network: ‖w‖⁴ = η·E‖g̃‖²/(2·wd) at equilibrium, "
-                   "with the measured ‖g̃‖²; measured/predicted", 1.0, around(1.0, 0.2),
-                   rotation_ratio("sgd", "norm_ratio"), primary=False, fixed_at=AFTER_PAPER, needs=("sgd",)))
-    register(Claim("intrinsic-lr/nesterov", "Li, Lyu & Arora 2020", "Nesterov: the test error follows η·λ: "
-                   "adjusted R² above the better of η/λ and η alone", math.nan, (0.0, math.inf),
-                   intrinsic_lr_gain("nesterov"), primary=False, fixed_at=AFTER_PAPER, needs=("nesterov",)))
+    register(Claim(f"rotation-angle/{SGD.name}", wan, "SGD on the network: the RMS angle per step at "
+                   "equilibrium is √(2η·wd) (wd = 2λ); measured/predicted", 1.0, around(1.0, 0.2),
+                   rotation_ratio(SGD.name, "angle_ratio"), primary=False, fixed_at=AFTER_PAPER,
+                   needs=(SGD.name,)))
+    register(Claim(f"rotation-norm/{SGD.name}", wan, "SGD on the network: ‖w‖⁴ = η·E‖g̃‖²/(2·wd) at "
+                   "equilibrium, with the measured ‖g̃‖²; measured/predicted", 1.0, around(1.0, 0.2),
+                   rotation_ratio(SGD.name, "norm_ratio"), primary=False, fixed_at=AFTER_PAPER,
+                   needs=(SGD.name,)))
+    register(Claim(f"intrinsic-lr/{MAIN.name}", "Li, Lyu & Arora 2020", "Nesterov: the test error "
+                   "follows η·λ: adjusted R² above the better of η/λ and η alone", math.nan, (0.0, math.inf),
+                   intrinsic_lr_gain(MAIN.name), primary=False, fixed_at=AFTER_PAPER, needs=(MAIN.name,)))
     for name, r in RULES.items():
         if r.rotation is not None:
             src = wan if r.rotation == "wan" else "Kosson et al. 2024"
