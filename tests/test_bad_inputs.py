@@ -223,11 +223,12 @@ _grid = st.lists(_positive, min_size=1, max_size=4, unique=True).map(sorted)
 @given(lrs=_grid, l2s=st.one_of(_grid, _grid.map(lambda g: [0.0, *g])), seed=st.integers(0, 2**63 - 1),
        rho=st.floats(0, 0.999999), widths=st.lists(st.integers(1, 64), min_size=4, max_size=4),
        augment=st.booleans(), optimizer=st.sampled_from(["nesterov", "adam", "sgd"]),
+       evaluate=st.sampled_from(["phase_ends", "every"]),
        path=st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=12))
-def test_spec_command_round_trips_any_spec(lrs, l2s, seed, rho, widths, augment, optimizer, path):
+def test_spec_command_round_trips_any_spec(lrs, l2s, seed, rho, widths, augment, optimizer, evaluate, path):
     hyper = {"rho": rho} if optimizer == "nesterov" else {"rho2": rho} if optimizer == "adam" else {}
     spec = SweepSpec.from_profile("smoke", optimizer, f"npz:{path}", lrs=lrs, l2s=l2s, seed=seed,
-                                  widths=widths, hyper=hyper, augment=augment)
+                                  widths=widths, hyper=hyper, augment=augment, evaluate=evaluate)
     words = shlex.split(spec_command(spec))
     assert cli.sweep_spec(cli.build_parser().parse_args(cli.join_numbers(words[1:]))) == spec
 

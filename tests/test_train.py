@@ -221,3 +221,39 @@ def test_every_field_of_a_spec_is_declared_once_in_the_table_of_parameters():
         replace(spec, hyper=(("rho", 0.9),))
     with pytest.raises(ParameterError, match=r"^lrs: \[0.1, 0.01\] is not strictly increasing"):
         SweepSpec("sgd", (0.1, 0.01), (0.0,))
+
+
+def test_errors_are_measured_before_each_drop_of_eta_and_training_is_unchanged(make_dataset):
+    """``evaluate="phase_ends"`` (the default) measures the validation and test errors only after
+    the last epoch at each η and after the last epoch; everything else, and those errors, are the
+    numbers of a run that evaluates after every epoch."""
+    data = make_dataset(SIZES["n_train"], SIZES["n_val"], SIZES["n_test"], seed=5, size=16)
+    tables = {}
+    for evaluate in ("phase_ends", "every"):
+        spec = SweepSpec.from_profile("smoke", "nesterov", lrs=[0.03], l2s=[1e-3], **{**SIZES, "epochs": 5},
+                                      evaluate=evaluate)
+        tables[evaluate], _ = train_grid(spec, device="cpu", impl="loop", data=data, progress=False)
+    few, every = tables["phase_ends"], tables["every"]
+    measured = few.val_err.notna()
+    assert few.epoch[measured].tolist() == [3, 4, 5]  # η drops after epochs 3 and 4 of 5
+    assert few.test_err.notna().tolist() == measured.tolist() and every.val_err.notna().all()
+    pd.testing.assert_frame_equal(few[measured], every[measured])
+    pd.testing.assert_frame_equal(few.drop(columns=["val_err", "test_err"]),
+                                  every.drop(columns=["val_err", "test_err"]))
+
+
+def test_a_grid_name_carries_the_normalisation_and_decoupled_decay_its_own_lambda_grid():
+    """``sgd@weight`` names the profile's SGD grid on a weight-normalised network; the batch-norm
+    grid keeps the rule's bare name (its results keep their file names); AdamW trains on the
+    profile's λ grid of decoupled decay."""
+    from l2bn.errors import ParameterError
+    from l2bn.profiles import get_profile
+    from l2bn.spec import parse_grid
+
+    spec = SweepSpec.for_grid("smoke", "sgd@weight")
+    assert (spec.optimizer, spec.norm, spec.grid_name) == ("sgd", "weight", "sgd@weight")
+    assert SweepSpec.for_grid("smoke", "sgd").grid_name == "sgd" and parse_grid("adam") == ("adam", "batch")
+    assert SweepSpec.for_grid("smoke", "sgd@weight").lrs == SweepSpec.from_profile("smoke", "sgd").lrs
+    assert list(SweepSpec.for_grid("quick", "adamw").l2s) == get_profile("quick")["decoupled_l2s"]
+    with pytest.raises(ParameterError, match=r"^grid: unknown normalisation 'group' in 'sgd@group'"):
+        SweepSpec.for_grid("smoke", "sgd@group")

@@ -48,8 +48,9 @@ def profile_table() -> str:
     families = lr_families()
     rows = [
         "| profile | train / val / test images | conv widths | batch | epochs | "
-        + " | ".join(f"η grid: {', '.join(labels)}" for labels in families.values()) + " | λ grid |",
-        "|---|---|---|---|---|" + "---|" * len(families) + "---|",
+        + " | ".join(f"η grid: {', '.join(labels)}" for labels in families.values())
+        + " | λ grid | λ grid, decoupled decay |",
+        "|---|---|---|---|---|" + "---|" * len(families) + "---|---|",
     ]
     for name, p in PROFILES.items():
         cells = [
@@ -60,6 +61,7 @@ def profile_table() -> str:
             _fmt(p["epochs"]),
             *(_fmt(p["lrs"][family]) for family in families),
             _fmt(p["l2s"]),
+            _fmt(p["decoupled_l2s"]),
         ]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)

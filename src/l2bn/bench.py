@@ -31,6 +31,7 @@ from .model import WideNet
 from .optim import GridOptimizer
 from .profiles import default_grid, get_profile
 from .rules import MAIN, RULES, get_rule, trainable_rules
+from .scale import phase_ends
 from .train import MAX_SHIFT, PRECISIONS, numeric_precision, resolve_device, to_input, train_step
 
 # The update rules whose grids Figures 1–4 need: the runs a full reproduction makes.
@@ -237,10 +238,12 @@ def _workers(dev: torch.device) -> int:
 
 def projected_book_s(profile: str, model_epochs_per_s: float, dev: torch.device) -> float:
     """The book's grids (Figures 1–4, every seed) at ``model_epochs_per_s`` per worker, with each
-    epoch's evaluation of the validation and test images (a forward pass, a third of a training
-    step per image), spread over the workers (the executor splits grids to keep them all busy)."""
+    evaluation of the validation and test images at the end of each phase of η (a forward pass, a
+    third of a training step per image), spread over the workers (the executor splits grids to keep
+    them all busy)."""
     p = get_profile(profile)
-    evaluation = (p["n_val"] + p["n_test"]) / (3 * p["n_train"])
+    share = len(phase_ends(p["epochs"])) / p["epochs"]  # of the epochs, those followed by an evaluation
+    evaluation = share * (p["n_val"] + p["n_test"]) / (3 * p["n_train"])
     return figure_model_epochs(profile) * p["seeds"] * (1 + evaluation) / model_epochs_per_s / _workers(dev)
 
 

@@ -316,5 +316,5 @@ def chapter_specs(chapter: str, values: Mapping[str, Any]) -> list[Any]:
     from .spec import SweepSpec
 
     seeds = range(get_profile(values["profile"])["seeds"]) if spec_for(chapter).replicates else (0,)
-    return [SweepSpec.from_profile(values["profile"], rule, values["dataset"], seed=seed)
-            for rule in chapter_rules(chapter, values) for seed in seeds]
+    return [SweepSpec.for_grid(values["profile"], grid, values["dataset"], seed=seed)
+            for grid in chapter_rules(chapter, values) for seed in seeds]

@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sweep_parser(sub: Any, profiles: Any, precisions: Any, rules: Any, datasets: str) -> None:
+    from .spec import EVALUATIONS
+
     sw = sub.add_parser("sweep", help="train one update rule's (η, λ) grid (cached by spec)",
                         description="Train every (η, λ) pair of a grid as one wide model and "
                         "store a tidy table with provenance under data/results/. An identical "
@@ -130,6 +132,9 @@ def _sweep_parser(sub: Any, profiles: Any, precisions: Any, rules: Any, datasets
                     help="fp32 (default), tf32 (GPU tensor cores) or bf16 (autocast, fp32 master weights)")
     sw.add_argument("--norm", default="batch", choices=("batch", "weight", "layer", "none"),
                     help="normalisation after each conv; default batch")
+    sw.add_argument("--evaluate", default=EVALUATIONS[0], choices=EVALUATIONS,
+                    help="measure validation and test error before each drop of η and at the end "
+                    "(phase_ends, default) or after every epoch")
     sw.add_argument("--impl", default="auto", choices=("auto", "wide", "loop"),
                     help="wide (grouped), loop (one model at a time) or auto (measured)")
     sw.add_argument("--n-train", type=_int, help="training images (default from the profile)")
@@ -183,7 +188,7 @@ def sweep_spec(args: argparse.Namespace) -> Any:
         args.profile, args.optimizer, args.dataset, lrs=args.lrs, l2s=args.l2s, epochs=args.epochs,
         seed=args.seed, norm=args.norm, precision=args.precision, n_train=args.n_train,
         n_val=args.n_val, n_test=args.n_test, batch_size=args.batch_size, widths=args.widths,
-        hyper=args.hyper, augment=not args.no_augment)
+        hyper=args.hyper, augment=not args.no_augment, evaluate=args.evaluate)
 
 
 def check_out(out: str | None) -> None:

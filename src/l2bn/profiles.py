@@ -13,7 +13,7 @@ import copy
 from typing import Any
 
 from .errors import ParameterError
-from .rules import get_rule
+from .rules import DECOUPLED, get_rule
 
 
 def _decades(lo: int, hi: int, per_decade: int = 1) -> list[float]:
@@ -31,11 +31,14 @@ LR_FAMILIES = ("plain", "heavy_ball", "normalized", "adaptive")
 
 # The fields of a profile: training images (after the validation split), images held out of the
 # training set for choosing η* (Figure 4), test images, output channels of the four conv layers,
-# batch size, epochs, seed replicates of every grid, and the η grid of each family and the λ grid.
+# batch size, epochs, seed replicates of every grid, the η grid of each family, the λ grid, and the
+# λ grid of decoupled decay (AdamW). A decoupled decay shrinks w by 2ηλ per step whatever the
+# gradient's scale, with the adaptive rules' small η: the norm settles after ~1/(4ηλ) steps, so
+# its λ must be a hundred times the coupled grid's for part of the grid to settle.
 PROFILES: dict[str, dict[str, Any]] = {
     # Seconds: exercises every code path in the tests.
     "smoke": dict(n_train=512, n_val=256, n_test=512, widths=(4, 8, 8, 16), batch_size=64, epochs=2,
-                  seeds=1, l2s=[1e-3, 1e-2],
+                  seeds=1, l2s=[1e-3, 1e-2], decoupled_l2s=[0.1, 1.0],
                   lrs={"plain": [0.1, 1.0], "heavy_ball": [0.01, 0.1], "normalized": [0.01, 0.1],
                        "adaptive": [1e-3, 1e-2]}),
     # The CPU teaching profile: every chapter of the book within minutes on two cores. The weight
@@ -44,13 +47,13 @@ PROFILES: dict[str, dict[str, Any]] = {
     # and the λ grid starts where that is enough for part of the grid to reach equilibrium.
     # 5 × 5 = 25 models per update rule.
     "quick": dict(n_train=2048, n_val=1024, n_test=1024, widths=(8, 16, 32, 64), batch_size=64,
-                  epochs=10, seeds=1, l2s=_decades(-3, -1, 2),
+                  epochs=10, seeds=1, l2s=_decades(-3, -1, 2), decoupled_l2s=_decades(-1, 1, 2),
                   lrs={"plain": _decades(-1, 1, 2), "heavy_ball": _decades(-2, 0, 2),
                        "normalized": _decades(-2, 0, 2), "adaptive": _decades(-3, -1, 2)}),
     # The paper's setting (§6): full CIFAR-10, 100 epochs, batch 128; meant for a GPU. 7 × 7 = 49
     # models per update rule, half a decade apart, three seeds of each grid for the verdict.
     "paper": dict(n_train=45000, n_val=5000, n_test=10000, widths=(32, 64, 128, 256), batch_size=128,
-                  epochs=100, seeds=3, l2s=_decades(-5, -2, 2),
+                  epochs=100, seeds=3, l2s=_decades(-5, -2, 2), decoupled_l2s=_decades(-3, 0, 2),
                   lrs={"plain": _decades(-2, 1, 2), "heavy_ball": _decades(-3, 0, 2),
                        "normalized": _decades(-3, 0, 2), "adaptive": _decades(-5, -2, 2)}),
 }
@@ -64,6 +67,7 @@ def get_profile(name: str) -> dict[str, Any]:
 
 
 def default_grid(profile: str, optimizer: str) -> tuple[list[float], list[float]]:
-    """The profile's (η grid, λ grid) for update rule ``optimizer`` (the η grid of its family)."""
-    p = get_profile(profile)
-    return p["lrs"][get_rule(optimizer).lr_family], p["l2s"]
+    """The profile's (η grid, λ grid) for update rule ``optimizer`` (the η grid of its family, and
+    the λ grid of its kind of decay)."""
+    p, rule = get_profile(profile), get_rule(optimizer)
+    return p["lrs"][rule.lr_family], p["decoupled_l2s" if rule.decay == DECOUPLED else "l2s"]

@@ -69,7 +69,7 @@ def spec_key(spec: SweepSpec) -> str:
 
 
 def result_path(spec: SweepSpec, out: Path | str | None = None) -> Path:
-    return results_dir(out) / f"{spec.optimizer}-{spec_key(spec)}.csv"
+    return results_dir(out) / f"{spec.grid_name.replace('@', '-')}-{spec_key(spec)}.csv"
 
 
 def sidecar(path: Path) -> Path:
@@ -99,6 +99,8 @@ def spec_command(spec: SweepSpec) -> str:
             args += ["--" + name.replace("_", "-"), written.get(name, str)(value)]
     if not spec.augment:
         args.append("--no-augment")
+    if spec.evaluate != default.evaluate:
+        args += ["--evaluate", spec.evaluate]
     return "l2bn sweep " + shlex.join(args)
 
 
@@ -315,6 +317,7 @@ def list_results(out: Path | str | None = None) -> list[dict[str, Any]]:
             meta = json.loads(meta_path.read_text())
             spec = meta["spec"]
             rows.append({"file": meta_path.with_suffix(".csv").name, "optimizer": spec["optimizer"],
+                         "norm": spec.get("norm", "batch"),
                          "profile": spec["profile"], "dataset": spec["dataset"],
                          "models": len(spec["lrs"]) * len(spec["l2s"]), "epochs": spec["epochs"],
                          "device": meta.get("device_name", "?"), "finished": meta.get("finished")})
@@ -327,22 +330,23 @@ def sweep_results(
     profile: str, rules: list[str], dataset: str, device: str = "auto", progress: bool = True,
     seeds: int | None = None,
 ) -> dict[str, SweepResult] | dict[str, list[SweepResult]]:
-    """One result per update rule in ``rules``, each on ``profile``'s default grid: loaded from the
-    cache, or computed (with a progress bar) through the executor that ``$L2BN_EXECUTOR`` names:
-    ``local`` by default, side by side on a CPU's cores or a machine's GPUs, or ``slurm``, one job
-    array (see ``l2bn.executor``). With ``seeds`` (``0`` for the profile's own number), each rule
-    gets the list of its seed replicates 0, 1, … instead. Every table is checked to hold exactly one
-    row per model and epoch, the shape the analysis expects."""
+    """One result per grid named in ``rules`` (an update rule, or ``rule@norm`` for another
+    normalisation: ``spec.grid_name``), each on ``profile``'s default grid: loaded from the cache,
+    or computed (with a progress bar) through the executor that ``$L2BN_EXECUTOR`` names: ``local``
+    by default, side by side on a CPU's cores or a machine's GPUs, or ``slurm``, one job array (see
+    ``l2bn.executor``). With ``seeds`` (``0`` for the profile's own number), each grid gets the list
+    of its seed replicates 0, 1, … instead. Every table is checked to hold exactly one row per model
+    and epoch, the shape the analysis expects."""
     from .executor import check, run_specs  # the executor is built on this module
 
     n = 1 if seeds is None else (seeds or get_profile(profile)["seeds"])
-    specs = [SweepSpec.from_profile(profile, rule, dataset, seed=s)
-             for rule in dict.fromkeys(rules) for s in range(n)]
+    specs = [SweepSpec.for_grid(profile, grid, dataset, seed=s)
+             for grid in dict.fromkeys(rules) for s in range(n)]
     results: dict[str, list[SweepResult]] = {}
     for spec, result in zip(specs, check(run_specs(specs, device=device, progress=progress)),
                             strict=True):
         t = result.table
         if len(t) != t["model"].nunique() * t["epoch"].nunique():
             raise ValueError(f"results: {result.path} does not hold one row per model and epoch")
-        results.setdefault(spec.optimizer, []).append(result)
+        results.setdefault(spec.grid_name, []).append(result)
     return {r: v[0] for r, v in results.items()} if seeds is None else results

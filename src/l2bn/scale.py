@@ -65,3 +65,10 @@ def lr_schedule(epoch: int, epochs: int) -> float:
     if epoch >= math.ceil(0.5 * epochs):
         return 0.1
     return 1.0
+
+
+def phase_ends(epochs: int) -> list[int]:
+    """The epochs (0-based) after which η drops, and the last one: where each phase of the schedule
+    ends."""
+    return [e for e in range(epochs)
+            if e + 1 == epochs or lr_schedule(e + 1, epochs) != lr_schedule(e, epochs)]

@@ -30,6 +30,9 @@ IMPLS = ("auto", "wide", "loop")
 # storage with TF32 matrix units on a GPU (no effect on a CPU); bf16: bfloat16 autocast of the
 # forward pass with float32 master weights, optimiser state and loss.
 PRECISIONS = ("fp32", "tf32", "bf16")
+# When the validation and test errors are measured: at the last epoch of each learning-rate phase
+# (before each drop of η and at the end: every error the analysis reads), or after every epoch.
+EVALUATIONS = ("phase_ends", "every")
 BUILTIN_SIZES = {"synthetic": (50000, 10000), "cifar10": (50000, 10000)}  # (train, test) images
 MAX_SEED = 2**63 - 1
 # The modules whose code decides the numbers a sweep produces (checkpoint.py: those of a resumed run).
@@ -164,6 +167,7 @@ PARAMS: dict[str, Param] = {
     "seed": Param(int, lambda v, s: 0 <= v <= MAX_SEED, lambda s: "expected an integer in 0 … 2**63 - 1"),
     "augment": Param(bool, lambda v, s: True, lambda s: "expected True or False"),
     "precision": _choice("precision", lambda: PRECISIONS),
+    "evaluate": _choice("evaluation", lambda: EVALUATIONS),
     "hyper": Param(tuple, lambda v, s: _hyper_problem(v, s) is None, _hyper_accepted,
                    lambda v, s: _hyper_problem(v, s) or f"got {v!r}"),
 }
@@ -195,6 +199,7 @@ class SweepSpec:
     augment: bool = True
     hyper: tuple[tuple[str, float], ...] = field(default=())
     precision: str = "fp32"
+    evaluate: str = "phase_ends"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -248,10 +253,39 @@ class SweepSpec:
         """(η, λ) of each model, in model order: model m has η = lrs[m // len(l2s)], λ = l2s[m % len(l2s)]."""
         return [(lr, l2) for lr in self.lrs for l2 in self.l2s]
 
+    @classmethod
+    def for_grid(cls, profile: str, grid: str, dataset: str = "synthetic", **overrides: Any) -> SweepSpec:
+        """The spec of the profile grid named ``grid`` (``grid_name``): ``from_profile`` with the
+        grid's update rule and normalisation."""
+        rule, norm = parse_grid(grid)
+        return cls.from_profile(profile, rule, dataset, norm=norm, **overrides)
+
+    @property
+    def grid_name(self) -> str:
+        """The name a results mapping gives this spec's grid (``grid_name``)."""
+        return grid_name(self.optimizer, self.norm)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["hyper"] = dict(self.hyper)
         return d
+
+
+def grid_name(rule: str, norm: str = "batch") -> str:
+    """The name of a profile grid in a results mapping: the update rule's, with ``@norm`` for a
+    network normalised otherwise than by batch normalisation (``sgd``, ``sgd@weight``)."""
+    return rule if norm == "batch" else f"{rule}@{norm}"
+
+
+def parse_grid(name: str) -> tuple[str, str]:
+    """(update rule, normalisation) of a grid name; ``ParameterError`` for an unknown normalisation
+    (the rule is checked where the spec is built)."""
+    rule, _, norm = name.partition("@") if isinstance(name, str) else (name, "", "")
+    norm = norm or "batch"
+    if norm not in NORMS:
+        raise ParameterError(f"grid: unknown normalisation {norm!r} in {name!r}; "
+                             f"choose one of {', '.join(NORMS)}")
+    return rule, norm
 
 
 def _normal(v: Any) -> Any:

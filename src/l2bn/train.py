@@ -32,7 +32,7 @@ from .errors import ParameterError
 from .model import NORMS, WideNet
 from .optim import GridOptimizer
 from .rules import get_rule
-from .scale import effective_lr, lr_schedule, unit_norms
+from .scale import effective_lr, lr_schedule, phase_ends, unit_norms
 from .spec import (
     IMPLS,
     PRECISIONS,
@@ -49,7 +49,8 @@ __all__ = [
     "IMPLS", "NORMS", "PRECISIONS", "SweepSpec", "check_impl", "code_version", "resolve_device",
     "validate_params",
     "MAX_SHIFT", "load_spec_data", "check_spec_data", "to_input", "choose_impl", "remembered_impl",
-    "numeric_precision", "train_step", "error_rate", "train_epoch", "epoch_measures", "record_epoch",
+    "numeric_precision", "train_step", "error_rate", "train_epoch", "evaluated", "epoch_measures",
+    "record_epoch",
     "new_state", "train_grid", "run_facts", "grid_impl",
 ]
 
@@ -277,18 +278,31 @@ def _layer_stats(net: WideNet, eta: torch.Tensor, optimizer: str) -> dict[str, t
     return out
 
 
+def evaluated(spec: SweepSpec, epoch: int) -> bool:
+    """Whether the validation and test errors are measured after ``epoch`` (0-based): after every
+    epoch, or (``phase_ends``) only where η is about to drop and after the last epoch."""
+    return spec.evaluate == "every" or epoch in phase_ends(spec.epochs)
+
+
 def epoch_measures(state: TrainState, spec: SweepSpec, data: Dataset, mean_std: Stats,
                    sums: dict[str, torch.Tensor], eta: torch.Tensor) -> dict[str, list[float]]:
-    """Everything measured of each model after an epoch, read back to the host together (one
-    synchronisation per epoch): training loss and error (means over the epoch), validation and test
-    error, each conv layer's mean unit norm ‖w‖, layer norm, η_eff at the current η, mean angular
-    update per step, its mean square, and mean squared gradient at unit norm ‖g̃‖² per step."""
-    steps = spec.n_train // spec.batch_size
+    """Everything measured of each model after the epoch ``state.epoch`` has just trained, read back
+    to the host together (one synchronisation per epoch): training loss and error (means over the
+    epoch), validation and test error (NaN where the epoch is not ``evaluated``), each conv layer's
+    mean unit norm ‖w‖, layer norm, η_eff at the current η, mean angular update per step, its mean
+    square, and mean squared gradient at unit norm ‖g̃‖² per step."""
+    steps, evaluate = spec.n_train // spec.batch_size, evaluated(spec, state.epoch)
+
+    def errors(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if not evaluate:
+            return torch.full_like(sums["loss"], math.nan)
+        return error_rate(state.net, x, y, *mean_std)
+
     stats = {
         "train_loss": sums["loss"] / steps,
         "train_err": sums["err"] / steps,
-        "val_err": error_rate(state.net, data.x_val, data.y_val, *mean_std),
-        "test_err": error_rate(state.net, data.x_test, data.y_test, *mean_std),
+        "val_err": errors(data.x_val, data.y_val),
+        "test_err": errors(data.x_test, data.y_test),
         **_layer_stats(state.net, eta, spec.optimizer),
         **{k: v / steps for k, v in sums.items() if k.startswith(("angle_", "grad_sq_"))},
     }

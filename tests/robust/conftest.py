@@ -96,6 +96,7 @@ def ckpt_case(files, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def diverging(files):
-    """sgd with η = 10⁶ next to a sane η: the large one's loss becomes NaN in epoch 1 or 2 of 3."""
-    spec = tiny_spec(files["tiny"], lrs=[0.1, 1e6], epochs=3)
+    """sgd with η = 10⁶ next to a sane η: the large one's loss becomes NaN in epoch 1 or 2 of 3.
+    Errors after every epoch, so that every measure of every living row is checked."""
+    spec = tiny_spec(files["tiny"], lrs=[0.1, 1e6], epochs=3, evaluate="every")
     return spec
