@@ -33,9 +33,11 @@ def make_table(lrs, l2s, columns, optimizer="nesterov", scales=SCALES, diverged=
 
 
 def meta(steps=10**6, optimizer="nesterov", profile="quick"):
-    hyper = {"nesterov": {"rho": 0.9}, "adam": {"rho1": 0.9, "rho2": 0.999, "eps": 1e-8}}
+    adam = {"rho1": 0.9, "rho2": 0.999, "eps": 1e-8}
+    hyper = {"nesterov": {"rho": 0.9}, "adam": adam, "adamw": adam}
     return {"spec": {"optimizer": optimizer, "profile": profile, "dataset": "synthetic",
-                     "n_train": steps * 128, "batch_size": 128, "hyper": hyper.get(optimizer, {})},
+                     "n_train": steps * 128, "batch_size": 128, "hyper": hyper.get(optimizer, {}),
+                     "widths": (8, 16, 32, 64)},
             "steps_per_epoch": steps, "dataset": {"name": "synthetic"}}
 
 

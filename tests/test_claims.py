@@ -182,3 +182,42 @@ def test_the_settled_angle_band_is_secondary_labelled_and_needs_four_models():
     many = {"settling": pd.DataFrame({"angle_ratio": [0.7, 0.8, 0.9, 1.0]})}
     assert claims.chapter_rows(few, "settled-angle/")["verdict"].item() == NOT_MEASURABLE
     assert claims.chapter_rows(many, "settled-angle/")["verdict"].item() == AGREES
+
+
+# ---------------------------------------------------------------------------------------------
+# After the paper on the network: AdamW and the other normalisations
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("norm", claims.INVARIANT_NORMS)
+def test_a_grid_on_another_normalisation_is_judged_under_its_own_name(norm):
+    """``sgd@weight`` and ``sgd@layer`` read the SGD record (e = 1/4, the diagonals of √(ηλ)) from
+    their grid names; a grid whose norms follow e = 1/2 disagrees."""
+    grid = f"sgd@{norm}"
+    good = claims.verdict({grid: _network_like("sgd", 0.25, LONG_LRS)},
+                          [f"norm-exponent/{grid}", f"diagonal/{grid}"]).set_index("id")
+    assert good.loc[f"norm-exponent/{grid}", "verdict"] == AGREES
+    assert good.loc[f"norm-exponent/{grid}", "measured"] == pytest.approx(0.25)
+    assert good.loc[f"diagonal/{grid}", "verdict"] in (AGREES, INCONCLUSIVE)
+    bad = claims.verdict({grid: _network_like("sgd", 0.5, LONG_LRS)}, [f"norm-exponent/{grid}"])
+    assert bad.iloc[0]["verdict"] == DISAGREES
+
+
+@pytest.mark.parametrize(("exponent", "outcome"), [(0.25, DISAGREES), (0.6, AGREES)])
+def test_the_unnormalised_control_must_depart_from_one_quarter(exponent, outcome):
+    """The control claim measures |e − 1/4|: a network without normalisation that still showed the
+    invariant networks' exponent would make it disagree."""
+    row = claims.verdict({"sgd@none": _network_like("sgd", exponent, LONG_LRS)},
+                         ["control-exponent/sgd@none"]).iloc[0]
+    assert row["measured"] == pytest.approx(abs(exponent - 0.25))
+    assert row["verdict"] == outcome
+
+
+def test_adamw_claims_follow_from_its_record():
+    """AdamW's exponent 1/2 and slope −1 come from its symmetry (decoupled decay), not from a table;
+    a grid with e = 1/2 agrees, one with ADAM's 1/3 disagrees."""
+    assert claims.CLAIMS["norm-exponent/adamw"].theory == pytest.approx(0.5)
+    assert claims.CLAIMS["best-lr/adamw"].theory == pytest.approx(-1.0)
+    good = claims.verdict({"adamw": _network_like("adamw", 0.5, LONG_LRS)}, ["norm-exponent/adamw"])
+    bad = claims.verdict({"adamw": _network_like("adamw", 1 / 3, LONG_LRS)}, ["norm-exponent/adamw"])
+    assert (good.iloc[0]["verdict"], bad.iloc[0]["verdict"]) == (AGREES, DISAGREES)

@@ -163,3 +163,29 @@ def test_the_network_rotation_claims_read_the_predictions_off_a_result_table(fac
     assert rows.loc["rotation-angle/sgd", "verdict"] == outcome
     assert rows.loc["rotation-angle/sgd", "measured"] == pytest.approx(factor)
     assert rows.loc["rotation-norm/sgd", "verdict"] == "agrees"
+
+
+@pytest.mark.parametrize(("factor", "outcome"), [(1.0, "agrees"), (0.5, "disagrees")])
+def test_adamw_rotation_claims_use_each_layers_unit_size(factor, outcome):
+    """Kosson et al.'s AdamW norm √(η·C/(2·wd)) takes C from the layer: 27 weights in layer 1, then
+    9 × the previous width. A table with exactly those norms (× ``factor``) and angles agrees or
+    disagrees."""
+    from test_analysis import make_table, meta
+
+    from l2bn import claims
+
+    widths = (8, 16, 32, 64)
+    assert rot.unit_sizes(widths) == [27, 72, 144, 288]
+
+    def cols(lr, l2, epoch, scale):
+        out = {}
+        for i, c in enumerate(rot.unit_sizes(widths)):
+            out |= {f"unit_norm_{i}": factor * rot.kosson_adamw_norm(lr * scale, l2, c), f"grad_sq_{i}": 1.0,
+                    f"angle_sq_{i}": rot.kosson_adamw_angle(lr * scale, l2, 0.9) ** 2}
+        return out
+
+    table = make_table([0.01, 0.03, 0.1], [1.0, 3.0], cols, optimizer="adamw")
+    rows = claims.chapter_rows({"adamw": (table, meta(optimizer="adamw"))}, "rotation-").set_index("id")
+    assert rows.loc["rotation-norm/adamw", "verdict"] == outcome
+    assert rows.loc["rotation-norm/adamw", "measured"] == pytest.approx(factor)
+    assert rows.loc["rotation-angle/adamw", "verdict"] == "agrees"

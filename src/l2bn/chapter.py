@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import L2bnError, ParameterError
-from .rules import MAIN, RULES, SGD, rules_in, trainable_rules
+from .model import NORMS
+from .rules import ADAM, ADAMW, MAIN, RULES, SGD, rules_in, trainable_rules
+from .spec import grid_name
 
 COMMON = ("profile", "dataset", "device")  # every chapter declares these; the build sets them
 SEED_MAX = 2**31 - 1  # numpy and torch both take any seed in [0, 2³¹)
@@ -228,6 +230,11 @@ def _figure_rules(figure: str, more: str | None = None) -> Callable[[Mapping[str
     return grids
 
 
+# The grids of "After the paper": SGD (Wan et al.) and Nesterov (Li & Arora) of the paper's figures,
+# ADAM beside AdamW (decoupled decay), and SGD on networks with weight, layer and no normalisation
+# (names ``rule@norm``, see ``spec.grid_name``). The verdict reads them too, to judge their claims.
+AFTER_PAPER_GRIDS = (SGD.name, MAIN.name, ADAM.name, ADAMW.name,
+                     *(grid_name(SGD.name, norm) for norm in NORMS if norm != "batch"))
 SEED = Number(0, SEED_MAX, integer=True)
 SCALE = Number(0, 1e6, lo_open=True)  # a factor α > 0 on the weights
 STEPS = Number(100, MANY_STEPS, integer=True)
@@ -256,9 +263,9 @@ CHAPTERS: dict[str, ChapterSpec] = {spec.name: spec for spec in (
                                        "n_boot": Number(10, 100_000, integer=True)},
              grids=lambda p: list(dict.fromkeys([*rules_in("4"), *p["optimizers"]]))),
     _chapter("09_after_the_paper", {"seed": SEED, "toy_steps": STEPS},
-             grids=lambda p: [SGD.name, MAIN.name]),
+             grids=lambda p: list(AFTER_PAPER_GRIDS)),
     _chapter("10_verdict", {"optimizers": RULE_LIST, "toy_steps": STEPS, "learned_err": TRAIN_ERR},
-             grids=lambda p: list(dict.fromkeys(p["optimizers"])), replicates=True),
+             grids=lambda p: list(dict.fromkeys([*p["optimizers"], *AFTER_PAPER_GRIDS])), replicates=True),
 )}
 # Chapters without an entry (a new one, the build's own tests) get their common parameters checked.
 ANY_CHAPTER = _chapter("any", {})

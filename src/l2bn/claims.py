@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 
 from . import analysis
-from .rules import MAIN, RULES, SGD, add_new, get_rule
+from .rules import ADAMW, MAIN, RULES, SGD, add_new, get_rule
+from .spec import grid_name, parse_grid
 
 # ---------------------------------------------------------------------------------------------
 # The rule and its constants (fixed in commit FIXED_NOW, before the runs they judge)
@@ -121,9 +122,11 @@ def replicates(result: Any) -> list[tuple[pd.DataFrame, Mapping[str, Any]]]:
     return [analysis._table_and_meta(r) for r in items]
 
 
-def cell_frame(result: Any, rule: str, epoch: int | None = None, d_min: float = D_MIN) -> pd.DataFrame:
-    """``analysis.cells`` of every seed replicate of a grid, one row per (seed, cell), with the
-    sizes of the validation and test splits for the binomial resampling."""
+def cell_frame(result: Any, grid: str, epoch: int | None = None, d_min: float = D_MIN) -> pd.DataFrame:
+    """``analysis.cells`` of every seed replicate of a grid (named as in a results mapping:
+    ``sgd``, ``sgd@weight``), one row per (seed, cell), with the sizes of the validation and test
+    splits for the binomial resampling."""
+    rule = parse_grid(grid)[0]
     frames = []
     for s, (table, meta) in enumerate(replicates(result)):
         spec = meta.get("spec", {})
@@ -220,12 +223,14 @@ def _lambda_exponent(c: pd.DataFrame, column: str) -> tuple[float, int]:
     return pl.b, pl.n
 
 
-def norm_exponent(rule: str) -> Callable[[Mapping[str, Any]], Measurement]:
-    """e in ‖W₁‖ ∝ (η/λ)^e over the fitted cells of ``rule``'s grid."""
-    def measure(results):
-        c = grid_cells(results, rule)
-        return bootstrap(c, lambda d: _loglog_slope((d.lr / d.l2)[d.fitted], d.layer_norm_0[d.fitted]))
-    return measure
+def norm_exponent(grid: str, away_from: float | None = None) -> Callable[[Mapping[str, Any]], Measurement]:
+    """e in ‖W₁‖ ∝ (η/λ)^e over the fitted cells of ``grid`` (a rule's, or ``rule@norm``); with
+    ``away_from``, the distance |e − away_from| (a control's departure from the invariant value)."""
+    def stat(d: pd.DataFrame) -> tuple[float, int]:
+        e, n = _loglog_slope((d.lr / d.l2)[d.fitted], d.layer_norm_0[d.fitted])
+        return (e if away_from is None else abs(e - away_from)), n
+
+    return lambda results: bootstrap(grid_cells(results, grid), stat)
 
 
 def angle_lambda_exponent(rule: str) -> Callable[[Mapping[str, Any]], Measurement]:
@@ -254,13 +259,14 @@ def _diagonal_gain(exponents: tuple[float, float], rivals: tuple[tuple[float, fl
     return stat
 
 
-def diagonal_gain(rule: str, printed: bool = False) -> Callable[[Mapping[str, Any]], Measurement]:
+def diagonal_gain(grid: str, printed: bool = False) -> Callable[[Mapping[str, Any]], Measurement]:
     """Adjusted R² of the test error on the diagonals of constant η_eff minus the better of η alone
-    and λ alone (Figure 2); ``printed``: the diagonals of Table 1's η_eff as printed."""
+    and λ alone (Figure 2) on ``grid`` (a rule's, or ``rule@norm``); ``printed``: the diagonals of
+    Table 1's η_eff as printed."""
     def measure(results):
-        r = get_rule(rule)
+        r = get_rule(parse_grid(grid)[0])
         exps = r.printed_eta_eff if printed else r.eta_eff_exponents
-        return bootstrap(grid_cells(results, rule), _diagonal_gain(exps), over_cells=False)
+        return bootstrap(grid_cells(results, grid), _diagonal_gain(exps), over_cells=False)
     return measure
 
 
@@ -468,9 +474,9 @@ AFTER_PAPER = "55e1ea0"  # committed before any grid with ‖g̃‖² and the sq
 def rotation_cells(results: Mapping[str, Any], rule: str) -> pd.DataFrame:
     """``rotational.network_rotation`` of ``rule``'s grid at the end of its constant-η phase."""
     from . import rotational
-    table = replicates(results[rule])[0][0]
-    return rotational.network_rotation(grid_cells(results, rule, epoch=rotational.constant_lr_epoch(table)),
-                                       rule)
+    table, meta = replicates(results[rule])[0]
+    cells = grid_cells(results, rule, epoch=rotational.constant_lr_epoch(table))
+    return rotational.network_rotation(cells, rule, meta["spec"]["widths"])
 
 
 def rotation_ratio(rule: str, column: str) -> Callable[[Mapping[str, Any]], Measurement]:
@@ -664,8 +670,51 @@ def _register_after_paper_claims() -> None:
                    fixed_at=AFTER_PAPER, needs=(THEORY,)))
 
 
+# AdamW and the networks normalised otherwise (chapter 09, second part): every criterion below was
+# committed in AFTER_PAPER_NETWORK, before any AdamW, weight-, layer- or un-normalised grid had run.
+AFTER_PAPER_NETWORK = "this commit"
+INVARIANT_NORMS = ("weight", "layer")  # §2 names them; the paper's experiments train neither
+CONTROL_NORM = "none"  # the control: no normalisation, no scale invariance, no reason for Table 1
+
+
+def _register_network_after_paper_claims() -> None:
+    w = ADAMW
+    kosson = "Kosson et al. 2024"
+    register(Claim(f"norm-exponent/{w.name}", "Loshchilov & Hutter 2019; " + kosson, f"{w.label} (decoupled "
+                   f"decay): ‖W₁‖ ∝ (η/λ)^e with e = {w.norm_exponent:.3g} at equilibrium", w.norm_exponent,
+                   around(w.norm_exponent, 0.1), norm_exponent(w.name), primary=False,
+                   fixed_at=AFTER_PAPER_NETWORK, needs=(w.name,)))
+    register(Claim(f"best-lr/{w.name}", kosson, f"{w.label}: η* ∝ λ^s with s = {w.best_lr_slope:.3g} "
+                   "on the validation split (η* keeps η_eff ∝ √(ηλ), the angular update, fixed)",
+                   w.best_lr_slope, around(w.best_lr_slope, 0.3), best_lr_slope(w.name), primary=False,
+                   fixed_at=AFTER_PAPER_NETWORK, needs=(w.name,)))
+    for column, what in (("angle_ratio", "RMS angle per step √(2η·wd(1 − β₁)/(1 + β₁))"),
+                         ("norm_ratio", "unit norm √(η·C/(2·wd))")):
+        register(Claim(f"rotation-{column.split('_')[0]}/{w.name}", kosson, f"{w.label} on the network: "
+                       f"the {what} at equilibrium; measured/predicted", 1.0, around(1.0, 0.2),
+                       rotation_ratio(w.name, column), primary=False, fixed_at=AFTER_PAPER_NETWORK,
+                       needs=(w.name,)))
+    for norm in INVARIANT_NORMS:
+        grid = grid_name(SGD.name, norm)
+        register(Claim(f"norm-exponent/{grid}", f"§2 with {norm} normalisation", f"SGD, {norm}-normalised "
+                       f"network: ‖W₁‖ ∝ (η/λ)^e with e = {SGD.norm_exponent:.3g} (whole-layer norm)",
+                       SGD.norm_exponent, around(SGD.norm_exponent, 0.1), norm_exponent(grid),
+                       primary=False, fixed_at=AFTER_PAPER_NETWORK, needs=(grid,)))
+        register(Claim(f"diagonal/{grid}", f"§2 with {norm} normalisation", f"SGD, {norm}-normalised "
+                       "network: the test error follows the diagonals of constant η_eff: adjusted R² "
+                       "above the better of η alone and λ alone", math.nan, (0.0, math.inf),
+                       diagonal_gain(grid), primary=False, fixed_at=AFTER_PAPER_NETWORK, needs=(grid,)))
+    grid = grid_name(SGD.name, CONTROL_NORM)
+    register(Claim(f"control-exponent/{grid}", "control: no normalisation", "SGD without normalisation: "
+                   f"nothing makes the norm scale as (η/λ)^{SGD.norm_exponent:.3g}: |e − "
+                   f"{SGD.norm_exponent:.3g}| above 0.1", math.nan, (0.1, math.inf),
+                   norm_exponent(grid, away_from=SGD.norm_exponent), primary=False,
+                   fixed_at=AFTER_PAPER_NETWORK, needs=(grid,)))
+
+
 _register_theory_claims()
 _register_after_paper_claims()
+_register_network_after_paper_claims()
 for _name in list(RULES):
     _register_rule_claims(_name)
     if RULES[_name].projection is not None and "3" in RULES[_name].figures:

@@ -28,8 +28,9 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from . import analysis
-from .rules import GRADIENT, get_rule
+from .rules import GRADIENT, UpdateRule, get_rule
 from .scale import lr_schedule
+from .spec import parse_grid
 
 DIVERGED = {"facecolor": "0.82", "edgecolor": "0.35", "hatch": "xxx", "linewidth": 0.0}
 DIVERGED_LABEL = "diverged"
@@ -74,9 +75,18 @@ def unicode_power(x: float) -> str:
     return f"{x:g}"
 
 
-def label(rule: str) -> str:
-    """The name of an update rule in figures and tables (its record's label)."""
-    return get_rule(rule).label
+NORM_LABELS = {"batch": "", "weight": ", weight norm", "layer": ", layer norm", "none": ", no norm"}
+
+
+def rule_of(grid: str) -> UpdateRule:
+    """The update rule's record of a grid named as in a results mapping (``sgd``, ``sgd@weight``)."""
+    return get_rule(parse_grid(grid)[0])
+
+
+def label(grid: str) -> str:
+    """The name of a grid in figures and tables: its update rule's label, and the network's
+    normalisation where it is not batch normalisation ("SGD, weight norm")."""
+    return rule_of(grid).label + NORM_LABELS[parse_grid(grid)[1]]
 
 
 def num(x: float, fmt: str = ".2f") -> str:
@@ -411,9 +421,9 @@ def weight_norm_figure(results: Mapping[str, Any], d_min: float = analysis.EQUIL
                      collapsed=analysis.collapsed_grid(r.table, column=column))
         row[0].set_title(f"{label(rule)}: ‖W₁‖ after the last epoch", fontsize=10)
         fit, cells = analysis.norm_exponent(
-            r.table, rule, analysis.steps_per_epoch(r.provenance), column=column, d_min=d_min,
-            hyper=r.provenance["spec"].get("hyper"))
-        norm_fit_panel(row[1], cells, fit, get_rule(rule).norm_exponent, rule)
+            r.table, rule_of(rule).name, analysis.steps_per_epoch(r.provenance), column=column,
+            d_min=d_min, hyper=r.provenance["spec"].get("hyper"))
+        norm_fit_panel(row[1], cells, fit, rule_of(rule).norm_exponent, rule)
     fig.suptitle(f"Figure 1 — first-layer weight norm ({_dataset_of(list(results.values()))})")
     fig.tight_layout()
     return fig
@@ -438,7 +448,7 @@ def test_error_figure(results: Mapping[str, Any], column: str = "test_err") -> p
     for row, rule in zip(axes, rules, strict=True):
         r = results[rule]
         g = 100 * analysis.grid(r.table, column)
-        exps = get_rule(rule).eta_eff_exponents
+        exps = rule_of(rule).eta_eff_exponents
         grid_heatmap(row[0], g, analysis.diverged_grid(r.table), cbar_label="test error (%)",
                      cmap="viridis_r", fmt=".1f")
         draw_diagonals(row[0], g.index, g.columns, exps)
@@ -450,7 +460,7 @@ def test_error_figure(results: Mapping[str, Any], column: str = "test_err") -> p
         sc = row[1].scatter(x, 100 * rows[column], c=np.log10(rows["l2"]), cmap="crest", s=25)
         cb = fig.colorbar(sc, ax=row[1])
         cb.set_label("log₁₀ λ")
-        dc = analysis.diagonal_consistency(r.table, rule, column)
+        dc = analysis.diagonal_consistency(r.table, rule_of(rule).name, column)
         log_axes(row[1], x, rows[column], log_y=False)
         row[1].set_xlabel(f"${_eta_eff_tex(exps)}$  (∝ η_eff at equilibrium)")
         row[1].set_ylabel("test error (%)")
@@ -521,10 +531,16 @@ def best_lr_figure(results: Mapping[str, Any], column: str = "val_err") -> plt.F
     """Figure 4: η* (chosen on the validation split, refined by a parabola in log η) against λ on
     log–log axes, one panel for the SGD family and one for the adaptive rules; fitted lines solid,
     the theory's slope dashed through the same centre; minima on the η grid's edge hollow."""
-    gradient = [r for r in results if get_rule(r).step_degree == GRADIENT]
-    adaptive = [r for r in results if get_rule(r).step_degree != GRADIENT]
-    groups = [(f"{' and '.join(map(label, rs))} (theory: slope "
-               f"{fraction(get_rule(rs[0]).best_lr_slope)})", rs) for rs in (gradient, adaptive) if rs]
+    gradient = [r for r in results if rule_of(r).step_degree == GRADIENT]
+    adaptive = [r for r in results if rule_of(r).step_degree != GRADIENT]
+
+    def title(rs: list[str]) -> str:
+        slopes = {fraction(rule_of(r).best_lr_slope) for r in rs}
+        theory = ", ".join(f"{label(r)} {fraction(rule_of(r).best_lr_slope)}" for r in rs) if len(
+            slopes) > 1 else slopes.pop()
+        return f"{' and '.join(map(label, rs))} (theory: slope {theory})"
+
+    groups = [(title(rs), rs) for rs in (gradient, adaptive) if rs]
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), squeeze=False)
     for ax, (title, rules) in zip(axes[0], groups, strict=True):
         shown: list[pd.DataFrame] = []
@@ -541,7 +557,7 @@ def best_lr_figure(results: Mapping[str, Any], column: str = "val_err") -> plt.F
             if math.isfinite(fit.slope):
                 x = np.logspace(np.log10(inner["l2"].min()), np.log10(inner["l2"].max()), 20)
                 ax.plot(x, 10**fit.intercept * x**fit.slope, color=color)
-                theory = get_rule(rule).best_lr_slope
+                theory = rule_of(rule).best_lr_slope
                 cx, cy = np.log10(inner["l2"]).mean(), np.log10(inner["lr_star"]).mean()
                 ax.plot(x, 10 ** (cy + theory * (np.log10(x) - cx)), color=color, ls="--", alpha=0.7)
         ax.plot([], [], color="0.4", ls="--", label="theory slope")

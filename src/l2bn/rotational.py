@@ -19,7 +19,7 @@ compare √E[θ²] with them (the plain mean is smaller by E‖g̃‖/√E‖g̃
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -219,19 +219,25 @@ def constant_lr_epoch(table: pd.DataFrame) -> int:
     return int(table.loc[table["lr_scale"] == 1.0, "epoch"].max())
 
 
-def network_rotation(cells: pd.DataFrame, rule: str, layers: int = 4) -> pd.DataFrame:
+def unit_sizes(widths: Sequence[int], in_channels: int = 3, kernel: int = 3) -> list[int]:
+    """C of each conv layer: the number of weights in one of its units (C_in·3·3)."""
+    return [c_in * kernel * kernel for c_in in (in_channels, *widths[:-1])]
+
+
+def network_rotation(cells: pd.DataFrame, rule: str, widths: Sequence[int]) -> pd.DataFrame:
     """For each fitted cell of ``cells`` (``claims.cell_frame`` at the end of the constant-η phase)
-    and each conv layer: the measured root-mean-square angle per step against ``predicted_angle``
-    and, for Wan et al.'s form, the measured mean unit norm against ``wan_norm`` from the measured
-    mean ‖g̃‖² of that epoch (Kosson et al.'s AdamW norm needs the weights per unit instead: NaN
-    here); their ratios. One row per (seed, cell, layer)."""
+    and each conv layer of a network of ``widths``: the measured root-mean-square angle per step
+    against ``predicted_angle``, and the measured mean unit norm against Wan et al.'s ``wan_norm``
+    (from the measured mean ‖g̃‖² of that epoch) or Kosson et al.'s ``kosson_adamw_norm`` (from the
+    layer's C); their ratios. One row per (seed, cell, layer)."""
     f = cells[cells["fitted"]]
     coef, wan = rotation_coefficient(rule), get_rule(rule).rotation == "wan"
     frames = []
-    for i in range(layers):
+    for i, c in enumerate(unit_sizes(widths)):
         angle, norm = np.sqrt(f[f"angle_sq_{i}"]), f[f"unit_norm_{i}"]
         pred_angle = predicted_angle(rule, f["lr"], f["l2"])
-        pred_norm = wan_norm(f["lr"], f["l2"], f[f"grad_sq_{i}"], coef) if wan else np.nan
+        pred_norm = (wan_norm(f["lr"], f["l2"], f[f"grad_sq_{i}"], coef) if wan
+                     else kosson_adamw_norm(f["lr"], f["l2"], c))
         frames.append(pd.DataFrame({
             "seed": f["seed"], "lr": f["lr"], "l2": f["l2"], "layer": i, "angle": angle,
             "predicted_angle": pred_angle, "angle_ratio": angle / pred_angle, "norm": norm,

@@ -278,3 +278,5 @@ for _rule in (
 SGD = RULES["sgd"]
 # The paper's main rule (Figures 1, 2 and 4): the default of the benchmark and the chapters' examples.
 MAIN = RULES["nesterov"]
+# ADAM with coupled L2 and with decoupled decay (AdamW): the pair the after-the-paper chapter compares.
+ADAM, ADAMW = RULES["adam"], RULES["adamw"]
