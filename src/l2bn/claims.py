@@ -672,7 +672,7 @@ def _register_after_paper_claims() -> None:
 
 # AdamW and the networks normalised otherwise (chapter 09, second part): every criterion below was
 # committed in AFTER_PAPER_NETWORK, before any AdamW, weight-, layer- or un-normalised grid had run.
-AFTER_PAPER_NETWORK = "this commit"
+AFTER_PAPER_NETWORK = "1fe5053"
 INVARIANT_NORMS = ("weight", "layer")  # §2 names them; the paper's experiments train neither
 CONTROL_NORM = "none"  # the control: no normalisation, no scale invariance, no reason for Table 1
 
