@@ -20,6 +20,9 @@
 # exponentially {cite}`li2020exponential`, and
 # what should then set the outcome of training is the product ηλ {cite}`li2020reconciling`. This chapter checks those statements, first on the toy
 # unit of the theory chapters, where they should hold to the percent, then on the network's grids.
+# It then trains what the paper names but never trains: decoupled weight decay (AdamW
+# {cite}`loshchilov2019`), and networks normalised by weight or layer normalisation, with an
+# unnormalised network as the control.
 #
 # Notation: the literature writes the decay as PyTorch's coupled `weight_decay`, wd; our penalty
 # λ‖w‖² has gradient 2λw, so **wd = 2λ**. μ is the momentum coefficient, g̃ the gradient at the
@@ -62,10 +65,13 @@ from myst_nb import glue
 from l2bn import analysis, claims, figures, rotational
 from l2bn.chapter import chapter_rules
 from l2bn.results import sweep_results
-from l2bn.rules import get_rule
+from l2bn.rules import ADAM, ADAMW, SGD, get_rule
 
-rules = chapter_rules("09_after_the_paper", globals())  # SGD (Wan et al.) and Nesterov (Li & Arora)
-results = sweep_results(profile, rules, dataset, device)  # the grids of Figures 1–4, from the cache
+# SGD (Wan et al.), Nesterov (Li & Arora), ADAM and AdamW, SGD on weight-, layer- and un-normalised
+# networks: from the cache, or trained side by side before the first chapter ran.
+rules = chapter_rules("09_after_the_paper", globals())
+results = sweep_results(profile, rules, dataset, device)
+norm_grids = [g for g in rules if "@" in g]  # sgd@weight, sgd@layer, sgd@none
 
 # %% [markdown]
 # ## On the toy unit: the angle per step, and where the small-step form fails
@@ -222,6 +228,102 @@ pd.Series(r2, name="adjusted R² of the test error").round(3)
 # and λ alone.
 
 # %% [markdown]
+# ## Decoupled decay: AdamW beside ADAM
+#
+# AdamW takes the decay out of the gradient: each step first shrinks the weights,
+# w ← (1 − 2ηλ)w, then takes an ADAM step on the unregularised gradient. That step has a size of
+# about η per weight whatever ‖w‖ is, and the shrinking depends on ηλ alone. So a run started from
+# αw₀ with η·α and λ/α is the original run magnified by α, and the equilibrium norm, which can
+# depend on η and λ only through the combination that symmetry leaves fixed, must scale as
+# ‖w‖ ∝ (η/λ)^{1/2}: the exponent 1/2 that the update-rule record derives (`ADAMW.norm_exponent`),
+# against ADAM's 1/3 with coupled L2. Kosson et al. add the prefactor, per unit of C weights,
+# ‖w‖ = √(η·C/(2·wd)). The step on the unit sphere is then η/‖w‖ ∝ √(ηλ), the same product that sets
+# the equilibrium angle √(2η·wd(1 − β₁)/(1 + β₁)). If that angle is what decides how well the
+# network trains, the best η at each λ keeps ηλ fixed: **η\* ∝ λ⁻¹**, twice as steep as ADAM's
+# η\* ∝ λ^{−1/2}. These three predictions (exponent, slope, and the angle and norm with their
+# prefactors) were registered, with the same tolerances as the paper's rows, before the AdamW grid
+# was trained. AdamW trains on its own λ grid, a hundred times the coupled one: its decay acts at the
+# small η of the adaptive rules, and with the coupled λ almost no cell would reach equilibrium.
+
+# %%
+registry = claims.chapter_rows({**results, claims.THEORY: {"seed": seed}},
+                               ("rotation-", "intrinsic-lr/", "toy-rotation/", "exponential-lr",
+                                f"norm-exponent/{ADAMW.name}", f"best-lr/{ADAMW.name}",
+                                f"norm-exponent/{SGD.name}@", f"diagonal/{SGD.name}@", "control-"))
+rows = registry.set_index("id")
+for claim_id, row in rows.iterrows():  # each row's measurement [interval] and verdict, for the prose
+    key = claim_id.replace("/", "_").replace("-", "_").replace("@", "_")
+    glue(key, claims.interval_text(row), display=False)
+    glue(f"{key}_verdict", row.verdict, display=False)
+fig = figures.weight_norm_figure({ADAMW.name: results[ADAMW.name]})
+plt.show()
+
+# %% [markdown]
+# The first-layer norm of AdamW grows as (η/λ)^e with e = {glue:text}`norm_exponent_adamw`
+# (registered: 1/2 ± 0.1; {glue:text}`norm_exponent_adamw_verdict`). Figure 4's question, the best
+# η on the validation split at each λ, for ADAM with L2 and for AdamW:
+
+# %%
+fig = figures.best_lr_figure({ADAM.name: results[ADAM.name], ADAMW.name: results[ADAMW.name]})
+plt.show()
+kosson = claims.rotation_cells(results, ADAMW.name)
+kosson_by_layer = kosson.groupby("layer")[["angle_ratio", "norm_ratio"]].agg(
+    lambda r: float(np.exp(np.log(r).mean()))).reindex(range(4))
+glue("n_kosson_cells", float(kosson.groupby(["lr", "l2"]).ngroups), display=False)
+kosson_by_layer.rename(index=lambda i: f"layer {i + 1}").round(3)
+
+# %% [markdown]
+# AdamW's fitted slope of log η\* against log λ is {glue:text}`best_lr_adamw` (registered: −1 ± 0.3;
+# {glue:text}`best_lr_adamw_verdict`). At the end of the constant-η phase, over the
+# {glue:text}`n_kosson_cells:.0f` AdamW cells at equilibrium, the measured angle per step is
+# {glue:text}`rotation_angle_adamw` of Kosson et al.'s ({glue:text}`rotation_angle_adamw_verdict`)
+# and the mean unit norm {glue:text}`rotation_norm_adamw` of √(η·C/(2·wd)) with each layer's own C
+# ({glue:text}`rotation_norm_adamw_verdict`); the table gives the geometric means by layer. The toy
+# unit above showed where that norm formula stops holding: it needs η·wd small against 1 − β₁, and
+# the cells that settle within this profile's few hundred steps are the ones with large ηλ.
+#
+# ## Other normalisations, and a network without any
+#
+# The paper's §2 argues for batch, weight and layer normalisation alike, and its experiments train
+# only the first. The same SGD grid, on the same data and schedule, trains three other networks:
+#
+# * **Weight normalisation** divides each unit's weights by their norm before the convolution. The
+#   output then ignores each unit's scale exactly as under batch normalisation, so §3–§5 carry over
+#   unchanged: ‖W₁‖ ∝ (η/λ)^{1/4}, and the test error on the diagonals of constant √(ηλ).
+# * **Layer normalisation** standardises each image's activations over the whole layer. The output
+#   ignores a common scale of all the layer's weights, not one scale per unit (chapter 01's control
+#   rows show it), so the argument holds for the whole layer's norm, which is what Figure 1 plots:
+#   the same 1/4 and the same diagonals are predicted.
+# * **No normalisation** is the control. The weights' scale now reaches the output (only the
+#   unregularised per-channel scale γ after each convolution can trade with it), the gradient is no
+#   longer orthogonal to w, and nothing produces the (η/λ)^{1/4} law: the registered expectation is
+#   an exponent more than 0.1 away from 1/4. No prediction is made for its diagonals, and the large
+#   η of the SGD grid are expected to diverge, as nothing ties the step to the weights' size.
+
+# %%
+fig = figures.weight_norm_figure({g: results[g] for g in norm_grids})
+plt.show()
+
+# %% [markdown]
+# The fitted exponents are {glue:text}`norm_exponent_sgd_weight` with weight normalisation
+# ({glue:text}`norm_exponent_sgd_weight_verdict`) and {glue:text}`norm_exponent_sgd_layer` with
+# layer normalisation ({glue:text}`norm_exponent_sgd_layer_verdict`); the control's distance from
+# 1/4 is {glue:text}`control_exponent_sgd_none`, and the control row's verdict is
+# {glue:text}`control_exponent_sgd_none_verdict` (it agrees when the unnormalised network departs
+# from the invariant law, as expected). The test errors over the same grids, with the diagonals of
+# constant √(ηλ):
+
+# %%
+fig = figures.test_error_figure({g: results[g] for g in norm_grids})
+plt.show()
+
+# %% [markdown]
+# The gain in adjusted R² of the diagonals over the better of η alone and λ alone is
+# {glue:text}`diagonal_sgd_weight` with weight normalisation
+# ({glue:text}`diagonal_sgd_weight_verdict`) and {glue:text}`diagonal_sgd_layer` with layer
+# normalisation ({glue:text}`diagonal_sgd_layer_verdict`).
+
+# %% [markdown]
 # :::{admonition} What we found
 # :class: important
 # On the toy unit the later literature's prefactors hold to a few percent at small ηλ (SGD angle
@@ -230,18 +332,21 @@ pd.Series(r2, name="adjusted R² of the test error").round(3)
 # On the network's SGD grid the first layer turns {glue:text}`rot_angle_0:.2f` times as fast as
 # Wan et al. predict and its norm is {glue:text}`rot_norm_0:.2f` of theirs. On the Nesterov grid
 # the diagonals of ηλ explain the test error with adjusted R² {glue:text}`r2_product:.2f`, those of
-# η/λ with {glue:text}`r2_ratio:.2f`.
+# η/λ with {glue:text}`r2_ratio:.2f`. AdamW's norm exponent is {glue:text}`norm_exponent_adamw`
+# against the predicted 1/2 and its Figure 4 slope {glue:text}`best_lr_adamw` against −1; SGD's
+# exponent is {glue:text}`norm_exponent_sgd_weight` under weight normalisation and
+# {glue:text}`norm_exponent_sgd_layer` under layer normalisation, against 1/4.
 # :::
 #
 # ## This chapter's claims in the registry
 #
-# The rows are records of `l2bn.claims`, registered with this chapter, before the grids that carry
-# the squared angle and ‖g̃‖² had been trained. They are secondary: the paper does not make them.
-# The toy rows' tolerances were set with the toy runs of `l2bn.rotational` in view, and say so.
+# The rows are records of `l2bn.claims`, registered with this chapter: the SGD and Nesterov rows
+# before the grids that carry the squared angle and ‖g̃‖² had been trained (commit 55e1ea0), the
+# AdamW and other-normalisation rows before their grids had been trained (commit 1fe5053). They are
+# secondary: the paper does not make them. The toy rows' tolerances were set with the toy runs of
+# `l2bn.rotational` in view, and say so.
 
 # %%
-registry = claims.chapter_rows({**results, claims.THEORY: {"seed": seed}},
-                               ("rotation-", "intrinsic-lr/", "toy-rotation/", "exponential-lr"))
 glue("claims_total", len(registry), display=False)
 glue("claims_agree", claims.counts(registry)[claims.AGREES], display=False)
 claims.readable(registry)
@@ -266,6 +371,27 @@ claims.readable(registry)
 # At equilibrium the balance of E‖Δw‖² against the decay then gives a larger angle than the
 # heavy-ball √(2η·wd/(1+μ)); on the toy unit, with μ = 0.9 and small ηλ, the measured ratio is about
 # 1.17–1.19.
+# :::
+#
+# :::{exercise}
+# :label: ex-atp-adamw-slope
+# Take AdamW's symmetry: the run from αw₀ with (η·α, λ/α) is the run from w₀ magnified by α.
+# (a) Show that an equilibrium norm of the form η^x λ^y must have x = −y, and that the same symmetry
+# with ADAM's coupled L2, (η·α, λ/α²), gives ADAM's 1/3. (b) Suppose the outcome of training depends
+# only on the angle per step at equilibrium. Which line in the (η, λ) plane holds the best η for each
+# λ, for AdamW and for ADAM? (c) Look at this chapter's Figure 4 panel: which prediction does each
+# rule's fitted slope support, given its interval?
+# :::
+#
+# :::{solution} ex-atp-adamw-slope
+# :class: dropdown
+# (a) The magnified run has norm α‖w‖, so η^x λ^y must become α η^x λ^y under (η, λ) → (αη, λ/α):
+# α^{x−y} = α with x = −y gives x − y = 1, so x = 1/2: ‖w‖ ∝ (η/λ)^{1/2}. With (αη, λ/α²), α^{x−2y} = α
+# and x = −y give x = 1/3. (b) AdamW's angle is √(2η·wd(1 − β₁)/(1 + β₁)) ∝ √(ηλ): the best η lies on
+# ηλ = const, slope −1. ADAM's step on the sphere is η/‖w‖ ∝ η^{2/3}λ^{1/3}: constant on η²λ = const,
+# slope −1/2. (c) Read the slopes and intervals off the figure's legend and the registry's rows
+# `best-lr/adamw` and `best-lr/adam` (the latter in the Figure 4 chapter): a slope is evidence for the
+# prediction whose ±0.3 band holds its whole interval.
 # :::
 #
 # :::{exercise}

@@ -767,19 +767,22 @@ def with_region(claim_id: str, region: tuple[float, float]) -> Claim:
     return replace(CLAIMS[claim_id], region=region)
 
 
+def interval_text(row: Mapping[str, Any]) -> str:
+    """A verdict row's measurement as prose shows it: ``0.47 [0.41, 0.52]``, ``0.47 (no interval)``
+    or an em dash when nothing was measured."""
+    if not math.isfinite(row["measured"]):
+        return "—"
+    if not (math.isfinite(row["lo"]) and math.isfinite(row["hi"])):
+        return f"{row['measured']:.3g} (no interval)"
+    return f"{row['measured']:.3g} [{row['lo']:.3g}, {row['hi']:.3g}]"
+
+
 def readable(table: pd.DataFrame) -> pd.DataFrame:
     """A verdict table as a chapter shows it: the claim, its criterion, the measurement with its
     95 % interval, the points and seeds it rests on, the verdict and the criterion's history."""
-    def interval(r):
-        if not math.isfinite(r["measured"]):
-            return "—"
-        if not (math.isfinite(r["lo"]) and math.isfinite(r["hi"])):
-            return f"{r['measured']:.3g} (no interval)"
-        return f"{r['measured']:.3g} [{r['lo']:.3g}, {r['hi']:.3g}]"
-
     out = pd.DataFrame({
         "where": table["where"], "claim": table["claim"], "accepted": table["criterion"],
-        "measured [95 % interval]": [interval(r) for _, r in table.iterrows()],
+        "measured [95 % interval]": [interval_text(r) for _, r in table.iterrows()],
         "cells × seeds": [f"{n} × {s}" for n, s in zip(table["n"], table["seeds"], strict=True)],
         "verdict": table["verdict"] + np.where(table["primary"], "", " (secondary)"),
         "criterion fixed": [f"{f}; {h}" for f, h in zip(table["fixed at"], table["history"], strict=True)],
