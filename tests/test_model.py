@@ -231,3 +231,19 @@ def test_max_pool_without_gradients_equals_max_pool2d(size):
     assert torch.equal(fast.isnan(), F.max_pool2d(h, 2).isnan())
     assert torch.equal(fast.nan_to_num(), F.max_pool2d(h, 2).nan_to_num())
     assert max_pool(h.requires_grad_()).grad_fn is not None  # with gradients: max_pool2d's own
+
+
+def test_layer_norm_standardises_each_models_layer_per_image():
+    """The fused kernel computes the written-out definition: each image's activations over all units
+    of one model's layer, mean 0 and variance 1 (biased), then each unit's γ and β."""
+    net = make_net("layer")
+    with torch.no_grad():
+        net.gamma0.uniform_(0.5, 2.0)
+        net.beta0.normal_()
+    h = torch.randn(5, M * WIDTHS[0], 6, 6, dtype=torch.float64)
+    out = net._normalize(h, net.gamma0, net.beta0, 0, slice(None), M)
+    g = h.reshape(5, M, -1)
+    z = ((g - g.mean(-1, keepdim=True)) / torch.sqrt(g.var(-1, unbiased=False, keepdim=True)
+                                                    + l2bn.model.EPS)).view_as(h)
+    expected = z * net.gamma0.reshape(-1)[:, None, None] + net.beta0.reshape(-1)[:, None, None]
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
