@@ -247,3 +247,17 @@ def test_layer_norm_standardises_each_models_layer_per_image():
                                                     + l2bn.model.EPS)).view_as(h)
     expected = z * net.gamma0.reshape(-1)[:, None, None] + net.beta0.reshape(-1)[:, None, None]
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_the_loop_pass_leaves_out_the_models_it_is_told_to_skip():
+    """A skipped model (diverged, frozen) gets NaN logits and zero gradients; the others compute
+    exactly what they compute when no model is skipped."""
+    x, y = batch(dtype=torch.float32)
+    net = make_net("batch", dtype=torch.float32)
+    net.impl = "loop"
+    full = net(x).detach()
+    part = net(x, [False, True, False])
+    assert torch.isnan(part[1]).all()
+    assert torch.equal(part[[0, 2]].detach(), full[[0, 2]])
+    F.cross_entropy(part[[0, 2]].reshape(-1, 10), y.repeat(2)).backward()
+    assert (net.conv0.grad[1] == 0).all() and (net.conv0.grad[0] != 0).any()

@@ -13,6 +13,7 @@ time; which is faster depends on the device (see ``train.remembered_impl``).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -94,14 +95,19 @@ class WideNet(nn.Module):
             roles.append((name, p, role))
         return roles
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of shape (M, B, n_classes) for a batch x of shape (B, 3, H, W)."""
+    def forward(self, x: torch.Tensor, skip: Sequence[bool] | None = None) -> torch.Tensor:
+        """Logits of shape (M, B, n_classes) for a batch x of shape (B, 3, H, W). The loop pass
+        leaves out the models flagged in ``skip`` (diverged and frozen ones): their logits are NaN,
+        their parameters get zero gradients, and the other models compute exactly what they would
+        have computed (each model is a forward pass of its own)."""
         if self.impl == "wide" or self.n_models == 1:
             return self._forward(x, dict(self.named_parameters()), slice(None))
         # One model at a time on views from ``unbind``: its backward stacks the M gradients once,
         # where slicing would add each model's gradient into a zero-filled copy of the whole tensor.
         views = {name: p.unbind(0) for name, p in self.named_parameters()}
-        return torch.cat([self._forward(x, {n: v[m][None] for n, v in views.items()}, slice(m, m + 1))
+        nan = x.new_full((1, x.shape[0], self.fc_b.shape[1]), math.nan)
+        return torch.cat([nan if skip is not None and skip[m] else
+                          self._forward(x, {n: v[m][None] for n, v in views.items()}, slice(m, m + 1))
                           for m in range(self.n_models)])
 
     def _forward(self, x: torch.Tensor, p: dict[str, torch.Tensor], models: slice) -> torch.Tensor:

@@ -199,11 +199,13 @@ def train_step(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """One step for all M models. Returns per-model loss and error, the updated ``alive`` mask and
     the update rule's measures of each conv layer (``GridOptimizer.step``: angular update, squared
-    gradient at unit norm). A model whose loss is not finite is marked dead and not updated.
+    gradient at unit norm). A model whose loss is not finite is marked dead and not updated; the
+    loop pass no longer computes it (its loss is NaN from then on).
     With ``precision='bf16'`` the forward pass runs under bfloat16 autocast; the loss, gradients,
     weights and optimiser state stay float32."""
+    dead = None if net.impl == "wide" else (~alive).tolist()
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        logits = net(x)
+        logits = net(x, dead)
     logits = logits.float()
     m, b, c = logits.shape
     loss = F.cross_entropy(logits.reshape(m * b, c), y.repeat(m), reduction="none").view(m, b)
