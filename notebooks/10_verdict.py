@@ -147,11 +147,13 @@ display(table1)
 # here come from a bootstrap: over seed replicates when a grid has them (the `paper` profile runs
 # three), over the cells of a fit, and with every error rate redrawn from its binomial
 # distribution on the finite validation and test sets (a 1024-image test set gives one error rate
-# an uncertainty of about 1.4 points). This build has {glue:text}`v_seeds` seed(s) per grid. The `quick`
-# profile runs one: each of its five 25-model grids took 186–224 s to train on the two-core
-# machine the README's figures were measured on, so a second seed would add five more such grids
-# to a build meant to stay within 15 minutes. Its intervals therefore carry the cells' and the test
-# sets' noise, not the seed-to-seed spread.
+# an uncertainty of about 1.4 points). This build has {glue:text}`v_seeds` seed(s) per grid. The
+# trade-off, measured on this build's own grids: its {glue:text}`v_n_grids` grids took
+# {glue:text}`v_grid_min:.0f`–{glue:text}`v_grid_max:.0f` s each on one core, so each further seed
+# of every grid costs about {glue:text}`v_seed_minutes:.0f` minutes with two workers side by side. The
+# `quick` profile, meant to build within 15–20 minutes on two cores, therefore runs one seed, and
+# its intervals carry the cells' and the test sets' noise, not the seed-to-seed spread; the
+# `paper` profile runs three.
 #
 # **Exclusions, fixed in advance and computed from the inputs.** A cell is left out of a fit when it
 # *diverged* (a loss that was not finite), when it *collapsed* (its first-layer norm ended more than
@@ -180,6 +182,11 @@ for word, n in tally.items():
     glue(f"v_n_{word.replace(' ', '_')}", n, display=False)
 glue("v_n_claims", len(verdict), display=False)
 glue("v_seeds", int(verdict["seeds"].max()), display=False)
+grid_seconds = [run.provenance["wall_time_s"] for runs in replicates.values() for run in runs[:1]]
+glue("v_n_grids", len(grid_seconds), display=False)
+glue("v_grid_min", min(grid_seconds), display=False)
+glue("v_grid_max", max(grid_seconds), display=False)
+glue("v_seed_minutes", sum(grid_seconds) / 2 / 60, display=False)  # two workers side by side
 failed = verdict[(verdict["verdict"] == claims.DISAGREES) & verdict["primary"]]
 glue("v_failed", Markdown("\n".join(
     f"- {row.where}, {row.claim}: theory {row.criterion}, measured {row.measured:.3g} "

@@ -196,7 +196,8 @@ def test_a_dead_model_is_frozen(rule):
         assert frozen_state and all(v.abs().sum() > 0 for v in frozen_state.values())
     for _ in range(3):
         measures = step(dead)
-        for key in ("angle_0", "angle_sq_0", "grad_sq_0"):  # the unit parameter's measures
+        # the unit parameter's measures
+        for key in ("angle_0", "angle_sq_0", "grad_sq_0", "layer_angle_sq_0"):
             assert measures[key][1] == 0 and measures[key][0] > 0, key
     for k, v in params.items():
         assert torch.equal(v.detach()[1], frozen[k]), k
@@ -259,3 +260,22 @@ def test_the_squared_gradient_at_unit_norm_is_measured_and_ignores_the_scale(mon
     for i in range(4):
         assert one[f"grad_sq_{i}"].min() > 0
         torch.testing.assert_close(one[f"grad_sq_{i}"], ten[f"grad_sq_{i}"], rtol=1e-6, atol=0)
+
+
+def test_the_whole_layers_angle_is_measured_per_model():
+    """``layer_angle_sq_i`` is the squared angle between a model's whole layer before and after the
+    step (not a mean over units): computed here from the weights themselves."""
+    from l2bn.model import WideNet
+
+    net = WideNet(2, (4, 4, 4, 4), "layer", seed=0).double()
+    x, y = torch.randn(8, 3, 8, 8, generator=torch.Generator().manual_seed(1)).double(), torch.arange(8) % 10
+    torch.nn.functional.cross_entropy(net(x).flatten(0, 1), y.repeat(2), reduction="sum").backward()
+    before = [w.detach().clone() for w in net.conv_weights]
+    opt = GridOptimizer("sgd", net.param_roles(), torch.tensor([0.1, 1.0]), torch.tensor([1e-3, 1e-2]))
+    out = opt.step(1.0, torch.ones(2, dtype=torch.bool))
+    for i, (old, new) in enumerate(zip(before, net.conv_weights, strict=True)):
+        a, b = old.flatten(1), new.detach().flatten(1)
+        cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
+        torch.testing.assert_close(out[f"layer_angle_sq_{i}"], torch.arccos(cos.clamp(-1, 1)).square(),
+                                   rtol=1e-6, atol=1e-12)
+        assert out[f"layer_angle_sq_{i}"][1] > out[f"layer_angle_sq_{i}"][0]  # η = 1 turns further

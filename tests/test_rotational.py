@@ -189,3 +189,26 @@ def test_adamw_rotation_claims_use_each_layers_unit_size(factor, outcome):
     assert rows.loc["rotation-norm/adamw", "verdict"] == outcome
     assert rows.loc["rotation-norm/adamw", "measured"] == pytest.approx(factor)
     assert rows.loc["rotation-angle/adamw", "verdict"] == "agrees"
+
+
+@pytest.mark.parametrize(("factor", "outcome"), [(1.0, "agrees"), (2.0, "disagrees")])
+def test_the_layer_norm_network_is_judged_on_the_whole_layers_angle(factor, outcome):
+    """Under layer normalisation the scale-invariant vector is the whole layer: the claim reads the
+    layer's angle, not the units' (which here are off by a factor 3 and must not matter)."""
+    from test_analysis import make_table, meta
+
+    from l2bn import claims
+
+    def cols(lr, l2, epoch, scale):
+        out = {}
+        for i in range(4):
+            angle = rot.wan_angle(lr * scale, l2)
+            out |= {f"layer_angle_sq_{i}": (factor * angle) ** 2, f"angle_sq_{i}": (3 * angle) ** 2,
+                    f"layer_norm_{i}": 2.0, f"unit_norm_{i}": 1.0, f"grad_sq_{i}": 1.0}
+        return out
+
+    table = make_table([0.1, 0.3, 1.0], [1e-3, 1e-2], cols, optimizer="sgd")
+    row = claims.verdict({"sgd@layer": (table, meta(optimizer="sgd"))},
+                         ["rotation-layer-angle/sgd@layer"]).iloc[0]
+    assert row["measured"] == pytest.approx(factor)
+    assert row["verdict"] == outcome

@@ -40,8 +40,9 @@ for rule in sys.argv[2:]:
                                       epochs=2, batch_size=32)
         table, _ = train_grid(spec, device="cpu", impl=impl, data=random_dataset(128, 32, 32),
                               progress=False, log=lambda *_: None)
-        # Columns added since (squared angle, squared gradient at unit norm) are new measures.
-        table = table.drop(columns=[c for c in table if c.startswith(("grad_sq_", "angle_sq_"))])
+        # Columns added since (squared angles of units and layers, squared gradient at unit norm) are new.
+        new = ("grad_sq_", "angle_sq_", "layer_angle_sq_")
+        table = table.drop(columns=[c for c in table if c.startswith(new)])
         out[f"{rule}-{impl}"] = hashlib.sha256(table.to_csv(index=False).encode()).hexdigest()
 print(json.dumps(out))
 """

@@ -471,20 +471,22 @@ def toy_exponent(rule: str, which: str) -> Callable[[Mapping[str, Any]], Measure
 AFTER_PAPER = "55e1ea0"  # committed before any grid with ‖g̃‖² and the squared angle had run
 
 
-def rotation_cells(results: Mapping[str, Any], rule: str) -> pd.DataFrame:
-    """``rotational.network_rotation`` of ``rule``'s grid at the end of its constant-η phase."""
+def rotation_cells(results: Mapping[str, Any], grid: str, per: str = "unit") -> pd.DataFrame:
+    """``rotational.network_rotation`` of ``grid`` (a rule's, or ``rule@norm``) at the end of its
+    constant-η phase, per unit or (``per='layer'``) per whole layer."""
     from . import rotational
-    table, meta = replicates(results[rule])[0]
-    cells = grid_cells(results, rule, epoch=rotational.constant_lr_epoch(table))
-    return rotational.network_rotation(cells, rule, meta["spec"]["widths"])
+    table, meta = replicates(results[grid])[0]
+    cells = grid_cells(results, grid, epoch=rotational.constant_lr_epoch(table))
+    return rotational.network_rotation(cells, parse_grid(grid)[0], meta["spec"]["widths"], per)
 
 
-def rotation_ratio(rule: str, column: str) -> Callable[[Mapping[str, Any]], Measurement]:
+def rotation_ratio(grid: str, column: str, per: str = "unit") -> Callable[[Mapping[str, Any]], Measurement]:
     """The geometric mean over the cells at equilibrium (end of the constant-η phase) and the four
-    conv layers of measured/predicted ``column`` (``angle_ratio`` or ``norm_ratio``), with a
-    bootstrap over cells and seeds (a cell's four layers are resampled together)."""
+    conv layers of measured/predicted ``column`` (``angle_ratio`` or ``norm_ratio``), per unit or
+    per whole layer, with a bootstrap over cells and seeds (a cell's four layers are resampled
+    together)."""
     def measure(results):
-        rot = rotation_cells(results, rule)
+        rot = rotation_cells(results, grid, per)
         by_cell = rot.groupby(["seed", "lr", "l2"], as_index=False)[column].agg(
             lambda r: float(np.exp(np.log(r).mean())))
         c = without_error_rates(by_cell)
@@ -673,6 +675,7 @@ def _register_after_paper_claims() -> None:
 # AdamW and the networks normalised otherwise (chapter 09, second part): every criterion below was
 # committed in AFTER_PAPER_NETWORK, before any AdamW, weight-, layer- or un-normalised grid had run.
 AFTER_PAPER_NETWORK = "1fe5053"
+AFTER_PAPER_LAYER_ANGLE = "this commit"  # before any grid recorded the whole layer's angle
 INVARIANT_NORMS = ("weight", "layer")  # §2 names them; the paper's experiments train neither
 CONTROL_NORM = "none"  # the control: no normalisation, no scale invariance, no reason for Table 1
 
@@ -704,6 +707,12 @@ def _register_network_after_paper_claims() -> None:
                        "network: the test error follows the diagonals of constant η_eff: adjusted R² "
                        "above the better of η alone and λ alone", math.nan, (0.0, math.inf),
                        diagonal_gain(grid), primary=False, fixed_at=AFTER_PAPER_NETWORK, needs=(grid,)))
+    grid = grid_name(SGD.name, "layer")
+    register(Claim(f"rotation-layer-angle/{grid}", "Wan et al. 2021, per layer", "SGD, layer-normalised "
+                   "network: the RMS angle per step of each whole layer's weights (the scale-invariant "
+                   "vector) at equilibrium is √(2η·wd); measured/predicted", 1.0, around(1.0, 0.2),
+                   rotation_ratio(grid, "angle_ratio", per="layer"), primary=False,
+                   fixed_at=AFTER_PAPER_LAYER_ANGLE, needs=(grid,)))
     grid = grid_name(SGD.name, CONTROL_NORM)
     register(Claim(f"control-exponent/{grid}", "control: no normalisation", "SGD without normalisation: "
                    f"nothing makes the norm scale as (η/λ)^{SGD.norm_exponent:.3g}: |e − "

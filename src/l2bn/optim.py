@@ -57,9 +57,11 @@ class GridOptimizer:
         parameter, (M,) means over its units: ``angle_i``, the angle a unit turned through;
         ``angle_sq_i``, its square (the later literature predicts the root-mean-square angle); and
         ``grad_sq_i``, ‖g̃‖² = ‖w‖²‖∇L(w)‖², the squared gradient at unit norm (a scale-invariant
-        unit's gradient falls as 1/‖w‖), which Wan et al.'s equilibrium norm needs."""
+        unit's gradient falls as 1/‖w‖), which Wan et al.'s equilibrium norm needs; and
+        ``layer_angle_sq_i``, the squared angle the whole layer's weights turned through (the
+        scale-invariant vector under layer normalisation)."""
         self.t += 1
-        measures = {}
+        measures, i = {}, 0
         for name, p, role in self.params:
             shape = (-1,) + (1,) * (p.dim() - 1)
             eta = (self.eta * lr_scale).view(shape)
@@ -69,10 +71,13 @@ class GridOptimizer:
                 self.rule.projection(new)
             keep = alive.view(shape)
             if role == "unit":
-                i, angle = len(measures) // 3, angular_update(p, new)
+                angle = angular_update(p, new)
                 grad_sq = (unit_norms(p) * unit_norms(p.grad)).square()
                 for key, value in (("angle", angle), ("angle_sq", angle.square()), ("grad_sq", grad_sq)):
                     measures[f"{key}_{i}"] = torch.where(alive, value.mean(dim=1), 0.0)
+                layer = angular_update(p, new, lead=1).square()
+                measures[f"layer_angle_sq_{i}"] = torch.where(alive, layer, 0.0)
+                i += 1
             p.copy_(torch.where(keep, new, p))
             self.state[name] = {k: torch.where(keep, v, self.state[name][k]) for k, v in state.items()}
         return measures

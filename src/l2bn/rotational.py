@@ -224,20 +224,26 @@ def unit_sizes(widths: Sequence[int], in_channels: int = 3, kernel: int = 3) -> 
     return [c_in * kernel * kernel for c_in in (in_channels, *widths[:-1])]
 
 
-def network_rotation(cells: pd.DataFrame, rule: str, widths: Sequence[int]) -> pd.DataFrame:
+def network_rotation(cells: pd.DataFrame, rule: str, widths: Sequence[int],
+                     per: str = "unit") -> pd.DataFrame:
     """For each fitted cell of ``cells`` (``claims.cell_frame`` at the end of the constant-η phase)
     and each conv layer of a network of ``widths``: the measured root-mean-square angle per step
     against ``predicted_angle``, and the measured mean unit norm against Wan et al.'s ``wan_norm``
     (from the measured mean ‖g̃‖² of that epoch) or Kosson et al.'s ``kosson_adamw_norm`` (from the
-    layer's C); their ratios. One row per (seed, cell, layer)."""
+    layer's C); their ratios. One row per (seed, cell, layer). With ``per='layer'`` the angle is
+    the whole layer's (the vector that layer normalisation makes scale-invariant) and the norm the
+    layer's, without a predicted norm (the layer's ‖g̃‖² is not recorded)."""
     f = cells[cells["fitted"]]
     coef, wan = rotation_coefficient(rule), get_rule(rule).rotation == "wan"
     frames = []
     for i, c in enumerate(unit_sizes(widths)):
-        angle, norm = np.sqrt(f[f"angle_sq_{i}"]), f[f"unit_norm_{i}"]
+        if per == "layer":
+            angle, norm, pred_norm = np.sqrt(f[f"layer_angle_sq_{i}"]), f[f"layer_norm_{i}"], np.nan
+        else:
+            angle, norm = np.sqrt(f[f"angle_sq_{i}"]), f[f"unit_norm_{i}"]
+            pred_norm = (wan_norm(f["lr"], f["l2"], f[f"grad_sq_{i}"], coef) if wan
+                         else kosson_adamw_norm(f["lr"], f["l2"], c))
         pred_angle = predicted_angle(rule, f["lr"], f["l2"])
-        pred_norm = (wan_norm(f["lr"], f["l2"], f[f"grad_sq_{i}"], coef) if wan
-                     else kosson_adamw_norm(f["lr"], f["l2"], c))
         frames.append(pd.DataFrame({
             "seed": f["seed"], "lr": f["lr"], "l2": f["l2"], "layer": i, "angle": angle,
             "predicted_angle": pred_angle, "angle_ratio": angle / pred_angle, "norm": norm,

@@ -245,13 +245,15 @@ def train_epoch(state: TrainState, spec: SweepSpec, data: Dataset, mean_std: Sta
                 bar: tqdm) -> dict[str, torch.Tensor]:
     """One pass over the training images in a fresh random order, each batch shifted and flipped at
     random (§6) when ``spec.augment``; returns each model's sums over the steps: ``loss`` (of the
-    living models), ``err``, and ``angle_i``, ``angle_sq_i`` and ``grad_sq_i`` for each conv layer."""
+    living models), ``err``, and ``angle_i``, ``angle_sq_i``, ``grad_sq_i`` and ``layer_angle_sq_i``
+    for each conv layer (``GridOptimizer.step``)."""
     state.net.train()
     dev, gen, steps = data.x_train.device, state.generator, spec.n_train // spec.batch_size
     perm = torch.randperm(spec.n_train, generator=gen, device=dev)
     layers = range(len(spec.widths))
     sums = {k: torch.zeros(spec.n_models, device=dev)
-            for k in ("loss", "err", *(f"{q}_{i}" for q in ("angle", "angle_sq", "grad_sq") for i in layers))}
+            for k in ("loss", "err", *(f"{q}_{i}" for q in ("angle", "angle_sq", "grad_sq", "layer_angle_sq")
+                                       for i in layers))}
     for s in range(steps):
         idx = perm[s * spec.batch_size : (s + 1) * spec.batch_size]
         xb = data.x_train[idx]
@@ -306,7 +308,7 @@ def epoch_measures(state: TrainState, spec: SweepSpec, data: Dataset, mean_std: 
         "val_err": errors(data.x_val, data.y_val),
         "test_err": errors(data.x_test, data.y_test),
         **_layer_stats(state.net, eta, spec.optimizer),
-        **{k: v / steps for k, v in sums.items() if k.startswith(("angle_", "grad_sq_"))},
+        **{k: v / steps for k, v in sums.items() if k.startswith(("angle_", "grad_sq_", "layer_angle_sq_"))},
     }
     return {k: v.cpu().tolist() for k, v in stats.items()}
 
