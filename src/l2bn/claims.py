@@ -675,7 +675,7 @@ def _register_after_paper_claims() -> None:
 # AdamW and the networks normalised otherwise (chapter 09, second part): every criterion below was
 # committed in AFTER_PAPER_NETWORK, before any AdamW, weight-, layer- or un-normalised grid had run.
 AFTER_PAPER_NETWORK = "1fe5053"
-AFTER_PAPER_LAYER_ANGLE = "this commit"  # before any grid recorded the whole layer's angle
+AFTER_PAPER_LAYER_ANGLE = "30be7ac"  # before any grid recorded the whole layer's angle
 INVARIANT_NORMS = ("weight", "layer")  # §2 names them; the paper's experiments train neither
 CONTROL_NORM = "none"  # the control: no normalisation, no scale invariance, no reason for Table 1
 
