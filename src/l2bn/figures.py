@@ -75,7 +75,7 @@ def unicode_power(x: float) -> str:
     return f"{x:g}"
 
 
-NORM_LABELS = {"batch": "", "weight": ", weight norm", "layer": ", layer norm", "none": ", no norm"}
+NORM_LABELS = {"batch": "", "weight": ", weight norm", "layer": ", layer norm", "none": ", no norm (control)"}
 
 
 def rule_of(grid: str) -> UpdateRule:
