@@ -132,6 +132,31 @@ def test_a_loop_grid_that_would_leave_a_worker_idle_is_split_and_joined_bit_for_
     assert again.state == "cached"
 
 
+def test_the_split_decision_races_the_passes_on_a_workers_thread_count(npz, tmp_path, monkeypatch):
+    """With ``impl='auto'`` the pass that decides the split is raced on the threads each worker will
+    have (one of two), not on the parent's two: a race on two threads can pick the wide pass that a
+    one-thread worker would not, and the grid would stay whole and leave a core idle."""
+    import l2bn.train
+
+    raced_on = []
+
+    def race(net, x, y, repeats=5, precision="fp32"):
+        raced_on.append(torch.get_num_threads())
+        return "loop"
+
+    monkeypatch.setattr(l2bn.train, "choose_impl", race)
+    spec = replace(tiny_spec(npz["tiny"], "nesterov"), lrs=(0.01, 0.03, 0.1))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        (task,) = run_specs([spec], "local", device="cpu", impl="auto", out=tmp_path / "out",
+                            progress=False, workers=2, log=Log())
+    finally:
+        torch.set_num_threads(before)
+    assert raced_on[:1] == [1]
+    assert task.state == "done" and len(task.result.provenance["joined_from"]) == 2
+
+
 def test_a_wide_grid_stays_whole(npz, tmp_path):
     """The wide pass rounds differently for another number of models, so it is never split."""
     spec = replace(tiny_spec(npz["tiny"], "nesterov"), lrs=(0.01, 0.03, 0.1))

@@ -407,9 +407,11 @@ def split_for_balance(todo: list[Task], run: _Run, n_slots: int, log: Callable[[
     if n_slots < 2 or len(todo) % n_slots == 0 or resolve_device(run.device).type != "cpu":
         return todo, {}
     runs, split = [], {}
+    threads = max(1, torch.get_num_threads() // n_slots)  # the pass is raced as a worker will run it
     for task in todo:
         parts = grid_parts(task.spec, n_slots)
-        impl = run.impl if run.impl != "auto" or len(parts) == 1 else grid_impl(task.spec, run.device)
+        impl = (run.impl if run.impl != "auto" or len(parts) == 1
+                else grid_impl(task.spec, run.device, threads))
         if len(parts) == 1 or impl != "loop" or checkpoint_path(result_path(task.spec, run.out)).exists():
             runs.append(task)
             continue

@@ -17,8 +17,7 @@ gradient descent shrinks the weights by (1 − 2ηλ) per step.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,22 +28,17 @@ import torch.nn.functional as F
 from .model import WideNet
 from .rules import RULES, SGD, UpdateRule, get_rule
 from .scale import angular_update, equilibrium_norm, normalize_units_, unit_norms
+from .train import torch_threads
 
 Tensor = torch.Tensor
 DTYPE = torch.float64  # the checks compare quantities that agree to ~1e-12; float32 would hide that
 
-@contextmanager
-def single_thread() -> Iterator[None]:
+def single_thread() -> AbstractContextManager[None]:
     """Run the enclosed tensor code on one CPU thread, then restore the previous setting.
 
     The toy computations loop over thousands of steps on tensors of a few hundred numbers; extra
     intra-op threads only add synchronisation (over ten times slower on a busy two-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return torch_threads(1)
 
 
 def product_grid(lrs, l2s) -> tuple[np.ndarray, np.ndarray]:

@@ -167,14 +167,27 @@ def _start_impl(net: WideNet, data: Dataset, mean_std: Stats, spec: SweepSpec, i
         return remembered_impl(net, x0, data.y_train[: spec.batch_size], spec.precision)
 
 
-def grid_impl(spec: SweepSpec, device: str = "auto") -> str:
+def grid_impl(spec: SweepSpec, device: str = "auto", threads: int | None = None) -> str:
     """The pass that ``impl='auto'`` gives ``spec``'s whole grid on this machine (the remembered
-    race for its M models), for the sub-grids it is split into: the two passes round differently,
-    so every part must compute with the pass of the whole for the joined table to be the whole's."""
+    race for its M models) when it trains on ``threads`` CPU threads (default: this process's),
+    for the sub-grids it is split into: the two passes round differently, so every part must
+    compute with the pass of the whole for the joined table to be the whole's."""
     dev = validate_params(spec, device)
     data = load_spec_data(spec)
     net = WideNet(spec.n_models, spec.widths, spec.norm, seed=spec.seed).to(dev)
-    return _start_impl(net, data.to(dev), tuple(s.to(dev) for s in data.channel_stats), spec, "auto")
+    with torch_threads(threads or torch.get_num_threads()):
+        return _start_impl(net, data.to(dev), tuple(s.to(dev) for s in data.channel_stats), spec, "auto")
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the enclosed tensor code on ``n`` CPU threads, then restore the previous setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------------------------
