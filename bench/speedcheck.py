@@ -1,5 +1,8 @@
 """The whole quick book from scratch at an older commit and at HEAD, one after the other on this
-machine, and the ratio of their times: ``make speedcheck`` (OLD=8101fca by default).
+machine, and the ratio of their times: ``make speedcheck`` (OLD=8101fca by default). With
+``--grids`` (``make speedcheck ARGS=--grids``), only the training of the paper's five grids: the
+same work at both commits, where the whole book has grown since 8101fca (more analysis, and the
+grids of "After the paper").
 
 Each commit's tree is taken out of git into a folder of its own and built there with this venv, its
 own ``src`` first on ``PYTHONPATH`` (the chapters' kernels and the grid workers inherit it) and its
@@ -31,19 +34,47 @@ def tree(commit: str, dest: Path) -> Path:
     return dest
 
 
-def build_seconds(root: Path, profile: str, dataset: str, log: Path) -> float:
-    """Seconds of ``book/build.py`` in ``root`` from scratch; its output goes to ``log``."""
+def timed(cmd: list[str], root: Path, log: Path) -> float:
+    """Seconds of ``cmd`` run in ``root`` with that tree's ``src`` and an empty data folder of its
+    own (synthetic images, results and pass choices made afresh); its output goes to ``log``."""
     env = {**os.environ, "PYTHONPATH": str(root / "src"), "L2BN_DATA": str(root / "data"),
            "L2BN_EXECUTOR": "local"}
-    cmd = [sys.executable, "book/build.py", "--profile", profile, "--dataset", dataset, "--device", "cpu",
-           "--stage", str(root / "stage"), "--out", str(root / "html")]
     t0 = time.perf_counter()
     with log.open("w") as out:
         done = subprocess.run(cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - t0
     if done.returncode != 0:
-        raise SystemExit(f"speedcheck: the build in {root} failed (exit {done.returncode}); see {log}")
+        raise SystemExit(f"speedcheck: {cmd[1]} in {root} failed (exit {done.returncode}); see {log}")
     return seconds
+
+
+def build_seconds(root: Path, profile: str, dataset: str, log: Path) -> float:
+    """Seconds of ``book/build.py`` in ``root`` from scratch."""
+    return timed([sys.executable, "book/build.py", "--profile", profile, "--dataset", dataset,
+                  "--device", "cpu", "--stage", str(root / "stage"), "--out", str(root / "html")], root, log)
+
+
+# The grids of the paper's Figures 1–4 that every commit's quick book trains (the book at 8101fca
+# had no others), and the script that trains them from scratch with a commit's own code: side by
+# side on the CPU's cores, errors measured after every epoch (as 8101fca measured them).
+PAPER_GRIDS = ("sgd", "nesterov", "rmsprop", "adam", "normalized_sgd")
+GRIDS_SCRIPT = """
+import dataclasses, sys
+from l2bn import results
+from l2bn.train import SweepSpec
+every = {"evaluate": "every"} if "evaluate" in {f.name for f in dataclasses.fields(SweepSpec)} else {}
+specs = [SweepSpec.from_profile(sys.argv[1], g, sys.argv[2], **every) for g in sys.argv[3:]]
+if hasattr(results, "train_side_by_side"):  # before the executor
+    results.train_side_by_side(specs, "cpu", progress=False)
+else:
+    from l2bn.executor import check, run_specs
+    check(run_specs(specs, device="cpu", progress=False))
+"""
+
+
+def grids_seconds(root: Path, profile: str, dataset: str, log: Path) -> float:
+    """Seconds to train ``PAPER_GRIDS`` from scratch with the code in ``root``."""
+    return timed([sys.executable, "-c", GRIDS_SCRIPT, profile, dataset, *PAPER_GRIDS], root, log)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,18 +83,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--new", default="HEAD", help="the commit to measure (default HEAD)")
     ap.add_argument("--profile", default="quick")
     ap.add_argument("--dataset", default="synthetic")
+    ap.add_argument("--grids", action="store_true",
+                    help="time only the training of the paper's five grids (the same work at every "
+                         "commit, errors after every epoch), not the whole book")
     args = ap.parse_args(argv)
+    measure, what = (grids_seconds, "grids") if args.grids else (build_seconds, "book")
     times = {}
     with tempfile.TemporaryDirectory(prefix="l2bn-speedcheck-") as tmp:
         for label in ("old", "new"):
             commit = getattr(args, label)
             root = tree(commit, Path(tmp) / label)
             log = Path(tempfile.gettempdir()) / f"l2bn-speedcheck-{label}.log"
-            print(f"speedcheck: building the {args.profile} book at {commit} (log {log}) ...", flush=True)
-            times[label] = build_seconds(root, args.profile, args.dataset, log)
+            print(f"speedcheck: the {args.profile} {what} at {commit} (log {log}) ...", flush=True)
+            times[label] = measure(root, args.profile, args.dataset, log)
             print(f"speedcheck: {commit}: {times[label]:.1f} s", flush=True)
     print(f"speedcheck: {args.old} {times['old']:.1f} s, {args.new} {times['new']:.1f} s, "
-          f"ratio {times['old'] / times['new']:.2f}× ({args.profile} book, {args.dataset} data, "
+          f"ratio {times['old'] / times['new']:.2f}× ({args.profile} {what}, {args.dataset} data, "
           f"from scratch, one after the other on this machine)")
     return 0
 
