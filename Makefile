@@ -31,6 +31,7 @@ help:
 	@echo "make sweep    ARGS='--optimizer adam --profile smoke'          one grid through the CLI"
 	@echo "make bench    ARGS='--profile quick --ms 1,7'                  speed report"
 	@echo "make speedcheck OLD=8101fca   the quick book from scratch at OLD and at HEAD, and the ratio"
+	@echo "              ARGS=--grids: only the paper's five grids, the same work at both commits"
 	@echo "make clean    remove built pages (results in data/results are kept)"
 
 $(STAMP): pyproject.toml requirements.lock

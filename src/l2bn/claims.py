@@ -487,11 +487,33 @@ def rotation_ratio(grid: str, column: str, per: str = "unit") -> Callable[[Mappi
     together)."""
     def measure(results):
         rot = rotation_cells(results, grid, per)
-        by_cell = rot.groupby(["seed", "lr", "l2"], as_index=False)[column].agg(
-            lambda r: float(np.exp(np.log(r).mean())))
+        by_cell = rot.groupby(["seed", "lr", "l2"], as_index=False)[column].agg(geometric_mean)
         c = without_error_rates(by_cell)
-        return bootstrap(c, lambda d: (float(np.exp(np.log(d[column]).mean())), len(d)))
+        return bootstrap(c, lambda d: (geometric_mean(d[column]), len(d)))
     return measure
+
+
+def geometric_mean(values: pd.Series) -> float:
+    """exp(mean(log x)): the average of ratios, which treats ×2 and ÷2 alike."""
+    return float(np.exp(np.log(values).mean()))
+
+
+def rotation_by_layer(rot: pd.DataFrame, layers: int = 4) -> pd.DataFrame:
+    """The geometric means of ``angle_ratio`` and ``norm_ratio`` of ``rotation_cells`` by layer,
+    indexed "layer 1" … (NaN for a layer without cells at equilibrium)."""
+    means = rot.groupby("layer")[["angle_ratio", "norm_ratio"]].agg(geometric_mean).reindex(range(layers))
+    return means.rename(index=lambda i: f"layer {i + 1}")
+
+
+def best_lr_relaxation(results: Mapping[str, Any], grid: str) -> pd.DataFrame:
+    """Figure 4's optimum of each λ on ``grid`` (``analysis.best_lr``: the best η on the grid, the
+    refined η*, whether it lies on the grid's edge) with the relaxation times its best cell has lived
+    through by the end of training (from the inputs, as the exclusions count them)."""
+    cells = grid_cells(results, grid)
+    best = analysis.best_lr(replicates(results[grid])[0][0])
+    best["relaxation"] = [cells.relaxation[np.isclose(cells.lr, lr) & np.isclose(cells.l2, l2)].max()
+                          for lr, l2 in zip(best.lr_grid, best.l2, strict=True)]
+    return best
 
 
 def intrinsic_lr_gain(rule: str) -> Callable[[Mapping[str, Any]], Measurement]:
@@ -516,7 +538,7 @@ def toy_rotation_ratio(rule: str) -> Callable[[Mapping[str, Any]], Measurement]:
         seed = results[THEORY].get("seed", 0)
         out = rotational.toy_rotation(rule, list(grid["lrs"]), list(grid["l2s"]), grid["steps"], seed=seed)
         c = without_error_rates(pd.DataFrame({"ratio": out["angle_ratio"]}))
-        return bootstrap(c, lambda d: (float(np.exp(np.log(d["ratio"]).mean())), len(d)))
+        return bootstrap(c, lambda d: (geometric_mean(d["ratio"]), len(d)))
     return measure
 
 
