@@ -160,7 +160,7 @@ print(f"largest angle between the two runs: {equiv['max_angle']:.1e} rad; "
 # %%
 rot = claims.rotation_cells(results, "sgd")
 glue("n_rot_cells", float(rot.groupby(["lr", "l2"]).ngroups), display=False)
-by_layer = claims.rotation_by_layer(rot)  # geometric means; NaN for a layer without settled cells
+by_layer = claims.rotation_by_layer(rot)  # geometric means (NaN: no settled cell)
 for i, row in enumerate(by_layer.itertuples()):
     glue(f"rot_angle_{i}", float(row.angle_ratio), display=False)
     glue(f"rot_norm_{i}", float(row.norm_ratio), display=False)
@@ -279,7 +279,7 @@ plt.show()
 
 # %%
 best = claims.best_lr_relaxation(results, ADAMW.name)
-settled = best[~best.edge & (best.relaxation >= claims.D_MIN)]  # interior and at equilibrium
+settled = best[~best.edge & (best.relaxation >= claims.D_MIN)]  # interior, settled
 settled_slope = analysis.loglog_fit(settled.l2, settled.lr_star).slope
 best[["l2", "lr_grid", "lr_star", "edge", "relaxation"]].round(3)
 
@@ -362,16 +362,16 @@ plt.show()
 # layer, not a unit: each step should turn a layer's weights, taken as one vector, through
 # √(2η·wd). The network records that angle too; over the cells at equilibrium at the end of the
 # constant-η phase, measured over predicted, by layer, beside the units' own angles (which layer
-# normalisation leaves free to differ):
+# normalisation leaves free to differ) and the whole layer's angle under batch normalisation (BN):
 
 # %%
 ln_grid = next(g for g in norm_grids if g.endswith("@layer"))
 ln_layers = claims.rotation_cells(results, ln_grid, per="layer")
-ln_units = claims.rotation_cells(results, ln_grid, per="unit")
-bn_layers = claims.rotation_cells(results, SGD.name, per="layer")  # the same measure under batch norm
-pd.DataFrame({"layer norm: whole layer": claims.rotation_by_layer(ln_layers).angle_ratio,
-              "layer norm: units": claims.rotation_by_layer(ln_units).angle_ratio,
-              "batch norm: whole layer": claims.rotation_by_layer(bn_layers).angle_ratio}).round(3)
+bn_layers = claims.rotation_cells(results, SGD.name, per="layer")  # batch norm, same measure
+angles = {"LN, whole layer": ln_layers,
+          "LN, units": claims.rotation_cells(results, ln_grid, per="unit"),
+          "BN, whole layer": bn_layers}
+pd.DataFrame({k: claims.rotation_by_layer(v).angle_ratio for k, v in angles.items()}).round(3)
 
 # %% tags=["remove-cell"]
 stalled = ln_layers.groupby(["lr", "l2"]).angle_ratio.min() < 0.1  # a layer turning < 1/10 as fast
