@@ -279,15 +279,15 @@ plt.show()
 
 # %%
 best = claims.best_lr_relaxation(results, ADAMW.name)
-settled = best[~best.edge & (best.relaxation >= claims.D_MIN)]  # interior, settled
-settled_slope = analysis.loglog_fit(settled.l2, settled.lr_star).slope
 best[["l2", "lr_grid", "lr_star", "edge", "relaxation"]].round(3)
 
 # %% tags=["remove-cell"]
-glue("adamw_best_settled", len(settled), display=False)
-glue("adamw_best_n", len(best), display=False)
-glue("adamw_settled_slope", settled_slope, display=False)
-glue("adamw_settled_reading", "inside" if abs(settled_slope + 1) <= 0.3 else "outside", display=False)
+diagnostic = claims.best_lr_settled(results, [ADAMW.name]).iloc[0]
+glue("adamw_best_settled", int(diagnostic["interior and settled"]), display=False)
+glue("adamw_best_n", int(diagnostic["λ values"]), display=False)
+glue("adamw_settled_slope", float(diagnostic["slope, settled only"]), display=False)
+glue("adamw_settled_reading", "inside" if abs(diagnostic["slope, settled only"] + 1) <= 0.3 else "outside",
+     display=False)
 
 # %% [markdown]
 # {glue:text}`adamw_best_settled` of the {glue:text}`adamw_best_n` best cells are interior optima

@@ -516,6 +516,22 @@ def best_lr_relaxation(results: Mapping[str, Any], grid: str) -> pd.DataFrame:
     return best
 
 
+def best_lr_settled(results: Mapping[str, Any], grids: Sequence[str]) -> pd.DataFrame:
+    """Figure 4's slope per grid, beside how many of its optima are interior, how many of those
+    best cells lived through ``D_MIN`` relaxation times, and the slope refitted over those alone
+    (a diagnostic of the ``best-lr`` rows: is a departure from theory a departure at equilibrium?)."""
+    rows = {}
+    for grid in grids:
+        best = best_lr_relaxation(results, grid)
+        inner = best[~best["edge"]]
+        settled = inner[inner["relaxation"] >= D_MIN]
+        rows[grid] = {"theory": get_rule(parse_grid(grid)[0]).best_lr_slope, "λ values": len(best),
+                      "interior": len(inner), "interior and settled": len(settled),
+                      "slope, interior": analysis.loglog_fit(inner.l2, inner.lr_star).slope,
+                      "slope, settled only": analysis.loglog_fit(settled.l2, settled.lr_star).slope}
+    return pd.DataFrame(rows).T
+
+
 def intrinsic_lr_gain(rule: str) -> Callable[[Mapping[str, Any]], Measurement]:
     """Li, Lyu & Arora 2020: adjusted R² of the test error on the diagonals of constant η·λ minus the
     better of η/λ and η alone, with the noise of the error rates resampled."""
