@@ -221,3 +221,14 @@ def test_adamw_claims_follow_from_its_record():
     good = claims.verdict({"adamw": _network_like("adamw", 0.5, LONG_LRS)}, ["norm-exponent/adamw"])
     bad = claims.verdict({"adamw": _network_like("adamw", 1 / 3, LONG_LRS)}, ["norm-exponent/adamw"])
     assert (good.iloc[0]["verdict"], bad.iloc[0]["verdict"]) == (AGREES, DISAGREES)
+
+
+def test_best_lr_settled_refits_figure4_over_the_settled_optima_only():
+    """A grid whose optimum follows the theory's slope: every interior optimum is settled with a
+    long run and the refit gives the slope; with one step per epoch none is settled (NaN)."""
+    table, m = _network_like("nesterov", 0.25, LONG_LRS)
+    long = claims.best_lr_settled({"nesterov": (table, m)}, ["nesterov"]).loc["nesterov"]
+    assert long["interior"] >= 3 and long["interior and settled"] == long["interior"]
+    assert long["slope, settled only"] == pytest.approx(long["theory"], abs=0.05)
+    short = claims.best_lr_settled({"nesterov": (table, meta(steps=1))}, ["nesterov"]).loc["nesterov"]
+    assert short["interior and settled"] == 0 and math.isnan(short["slope, settled only"])
