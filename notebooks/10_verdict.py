@@ -242,7 +242,8 @@ sens.round(3)
 #   insensitive to $\lambda$ as well and the ratio loses its meaning.
 
 # %%
-claims.best_lr_settled(replicates, [r for r in optimizers if f"best-lr/{r}" in claims.CLAIMS]).round(3)
+fig4 = [r for r in optimizers if f"best-lr/{r}" in claims.CLAIMS]  # the rules of Figure 4
+claims.best_lr_settled(replicates, fig4).round(3)
 
 # %% [markdown]
 # The paper profile (full CIFAR-10, 100 epochs, half-decade grids) removes most of these limits.
