@@ -78,7 +78,7 @@ def test_every_chapter_executes_and_has_a_page(site: Path):
         assert stamp["inputs"]["parameters"]["profile"] == "smoke"
         assert (stamp["chapter"], stamp["profile"], stamp["dataset"]) == (name, "smoke", "synthetic")
         assert stamp["seconds"] >= 0 and stamp["started"] <= stamp["executed"] and stamp["code_version"]
-        result_file = re.compile(r"(.*/)?results/[a-z0-9_]+-[0-9a-f]+\.csv")
+        result_file = re.compile(r"(.*/)?results/[a-z0-9_]+(-(weight|layer|none))?-[0-9a-f]+\.csv")
         assert all(result_file.fullmatch(g["file"]) for g in stamp["grids"]), stamp["grids"]
         # The download button offers the executed notebook.
         downloadable = site / "_sources" / f"{name}.ipynb"
