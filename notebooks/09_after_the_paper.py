@@ -159,29 +159,19 @@ print(f"largest angle between the two runs: {equiv['max_angle']:.1e} rad; "
 
 # %%
 rot = claims.rotation_cells(results, "sgd")
+by_layer = claims.rotation_by_layer(rot)  # geometric means by layer
+title = f"SGD, end of the constant-η phase ({figures.dataset_label(dataset)})"
+fig = figures.rotation_figure(rot, title)
+plt.show()
+by_layer.round(3)
+
+# %% tags=["remove-cell"]
 glue("n_rot_cells", float(rot.groupby(["lr", "l2"]).ngroups), display=False)
-by_layer = claims.rotation_by_layer(rot)  # geometric means (NaN: no settled cell)
 for i, row in enumerate(by_layer.itertuples()):
     glue(f"rot_angle_{i}", float(row.angle_ratio), display=False)
     glue(f"rot_norm_{i}", float(row.norm_ratio), display=False)
-
-fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-for i, g in rot.groupby("layer"):
-    axes[0].loglog(g.predicted_angle, g.angle, "o", label=f"layer {i + 1}")
-    axes[1].loglog(g.predicted_norm, g.norm, "o", label=f"layer {i + 1}")
-for ax, what in zip(axes, ("RMS angle per step (rad)", "mean unit ‖w‖"), strict=True):
-    lims = np.array([min(ax.get_xlim()[0], ax.get_ylim()[0]), max(ax.get_xlim()[1], ax.get_ylim()[1])])
-    ax.plot(lims, lims, color="grey", lw=0.8)
-    ax.set_xlabel(f"predicted {what}")
-    ax.set_ylabel(f"measured {what}")
-axes[0].legend(fontsize="small")
-fig.suptitle(f"SGD on the network, end of the constant-η phase ({figures.dataset_label(dataset)})",
-             fontsize="medium")
-plt.tight_layout()
-plt.show()
-glue("atp_caption", Markdown(figures.provenance_block(results, "Provenance of the network figures: data, runs, "
-                                                      "commands")), display=False)
-by_layer.round(3)
+glue("atp_caption", Markdown(figures.provenance_block(results, "Provenance of the network figures: "
+                                                      "data, runs, commands")), display=False)
 
 # %% [markdown]
 # ```{glue:md} atp_caption

@@ -407,6 +407,24 @@ def norm_fit_panel(ax: plt.Axes, cells: pd.DataFrame, fit: analysis.Fit, theory:
     return ax
 
 
+def rotation_figure(rot: pd.DataFrame, title: str) -> plt.Figure:
+    """After the paper: measured against predicted RMS angle per step and mean unit norm, one point
+    per (cell, layer) of ``claims.rotation_cells``, with the line of equality."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for i, g in rot.groupby("layer"):
+        axes[0].loglog(g.predicted_angle, g.angle, "o", label=f"layer {i + 1}")
+        axes[1].loglog(g.predicted_norm, g.norm, "o", label=f"layer {i + 1}")
+    for ax, what in zip(axes, ("RMS angle per step (rad)", "mean unit ‖w‖"), strict=True):
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+        ax.plot([min(x0, y0), max(x1, y1)], [min(x0, y0), max(x1, y1)], color="grey", lw=0.8)
+        ax.set_xlabel(f"predicted {what}")
+        ax.set_ylabel(f"measured {what}")
+    axes[0].legend(fontsize="small")
+    fig.suptitle(title, fontsize="medium")
+    fig.tight_layout()
+    return fig
+
+
 def weight_norm_figure(results: Mapping[str, Any], d_min: float = analysis.EQUILIBRIUM_D_MIN,
                        column: str = "layer_norm_0") -> plt.Figure:
     """Figure 1: for each update rule, the first layer's norm at the end of training over the
