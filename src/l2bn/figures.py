@@ -552,13 +552,13 @@ def best_lr_figure(results: Mapping[str, Any], column: str = "val_err") -> plt.F
     gradient = [r for r in results if rule_of(r).step_degree == GRADIENT]
     adaptive = [r for r in results if rule_of(r).step_degree != GRADIENT]
 
-    def title(rs: list[str]) -> str:
-        slopes = {fraction(rule_of(r).best_lr_slope) for r in rs}
-        theory = ", ".join(f"{label(r)} {fraction(rule_of(r).best_lr_slope)}" for r in rs) if len(
-            slopes) > 1 else slopes.pop()
+    def group_title(rs: list[str]) -> str:
+        slopes = [fraction(rule_of(r).best_lr_slope) for r in rs]
+        theory = slopes[0] if len(set(slopes)) == 1 else ", ".join(
+            f"{label(r)} {s}" for r, s in zip(rs, slopes, strict=True))
         return f"{' and '.join(map(label, rs))} (theory: slope {theory})"
 
-    groups = [(title(rs), rs) for rs in (gradient, adaptive) if rs]
+    groups = [(group_title(rs), rs) for rs in (gradient, adaptive) if rs]
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), squeeze=False)
     for ax, (title, rules) in zip(axes[0], groups, strict=True):
         shown: list[pd.DataFrame] = []

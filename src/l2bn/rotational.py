@@ -235,6 +235,7 @@ def network_rotation(cells: pd.DataFrame, rule: str, widths: Sequence[int],
     layer's, without a predicted norm (the layer's ‖g̃‖² is not recorded)."""
     f = cells[cells["fitted"]]
     coef, wan = rotation_coefficient(rule), get_rule(rule).rotation == "wan"
+    pred_angle = predicted_angle(rule, f["lr"], f["l2"])  # the same for every layer
     frames = []
     for i, c in enumerate(unit_sizes(widths)):
         if per == "layer":
@@ -243,7 +244,6 @@ def network_rotation(cells: pd.DataFrame, rule: str, widths: Sequence[int],
             angle, norm = np.sqrt(f[f"angle_sq_{i}"]), f[f"unit_norm_{i}"]
             pred_norm = (wan_norm(f["lr"], f["l2"], f[f"grad_sq_{i}"], coef) if wan
                          else kosson_adamw_norm(f["lr"], f["l2"], c))
-        pred_angle = predicted_angle(rule, f["lr"], f["l2"])
         frames.append(pd.DataFrame({
             "seed": f["seed"], "lr": f["lr"], "l2": f["l2"], "layer": i, "angle": angle,
             "predicted_angle": pred_angle, "angle_ratio": angle / pred_angle, "norm": norm,
