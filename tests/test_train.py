@@ -7,6 +7,8 @@ any size from 8×8 works): a few seconds per grid.
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -257,3 +259,35 @@ def test_a_grid_name_carries_the_normalisation_and_decoupled_decay_its_own_lambd
     assert list(SweepSpec.for_grid("quick", "adamw").l2s) == get_profile("quick")["decoupled_l2s"]
     with pytest.raises(ParameterError, match=r"^grid: unknown normalisation 'group' in 'sgd@group'"):
         SweepSpec.for_grid("smoke", "sgd@group")
+
+
+# Allocates and frees a 64 MiB tensor four times and prints the page faults of the last allocation,
+# with (argument "keep") or without reuse_freed_memory (the first two may each take new memory).
+FAULTS = """
+import resource, sys, torch
+from l2bn.train import reuse_freed_memory
+print(reuse_freed_memory() if sys.argv[1] == "keep" else "default")
+def faults():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.ones(16 * 2**20)  # 64 MiB, written whole, then freed
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+for _ in range(3):
+    faults()
+print(faults())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
+def test_freed_memory_is_kept_for_the_next_step_and_the_provenance_says_so(make_dataset):
+    def second_faults(mode: str) -> tuple[str, int]:
+        out = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True,
+                             check=True).stdout.split()
+        return out[0], int(out[1])
+
+    # glibc gives a 64 MiB block back on free and faults in all 16384 of its pages again.
+    assert second_faults("default") == ("default", pytest.approx(16384, rel=0.1))
+    setting, faults = second_faults("keep")
+    assert setting == "kept" and faults < 100
+    spec = SweepSpec.from_profile("smoke", "sgd", "synthetic", **SIZES)
+    _, facts = train_grid(spec, device="cpu", data=make_dataset(128, 32, 32, size=16), progress=False)
+    assert facts["malloc"] == "kept"

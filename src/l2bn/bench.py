@@ -32,7 +32,15 @@ from .optim import GridOptimizer
 from .profiles import default_grid, get_profile
 from .rules import MAIN, RULES, get_rule, trainable_rules
 from .scale import phase_ends
-from .train import MAX_SHIFT, PRECISIONS, numeric_precision, resolve_device, to_input, train_step
+from .train import (
+    MAX_SHIFT,
+    PRECISIONS,
+    numeric_precision,
+    resolve_device,
+    reuse_freed_memory,
+    to_input,
+    train_step,
+)
 
 # The update rules whose grids Figures 1–4 need: the runs a full reproduction makes.
 # The rules the paper shows on the network (Figures 1–4), whose grids a profile's book trains.
@@ -171,6 +179,7 @@ def run_bench(
     if not ms or any(m < 1 for m in ms):
         raise ValueError(f"ms: model counts must be positive integers; got {ms}")
     dev = resolve_device(device)
+    malloc = reuse_freed_memory()  # as training runs: every variant, the peer too, gains from it
     p = get_profile(profile)
     widths, batch = tuple(p["widths"]), p["batch_size"]
     steps_per_epoch = p["n_train"] // batch
@@ -200,7 +209,8 @@ def run_bench(
             if row["M"] == m and base:
                 row["vs_separate"] = row["model_epochs_per_s"] / base
     report = {"device": str(dev), "profile": profile, "widths": widths, "batch_size": batch,
-              "optimizer": optimizer, "precision": precision, "reference_peak_tflops": peak, "rows": rows}
+              "optimizer": optimizer, "precision": precision, "malloc": malloc, "reference_peak_tflops": peak,
+              "rows": rows}
     return _with_summary(report, dev, max(ms))
 
 
