@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import l2bn.model
-from l2bn.model import WideNet, max_pool
+from l2bn.model import WideNet, max_pool, relu_pool
 from l2bn.scale import unit_norms
 
 WIDTHS = (4, 8, 8, 16)
@@ -230,7 +230,29 @@ def test_max_pool_without_gradients_equals_max_pool2d(size):
         fast = max_pool(h)
     assert torch.equal(fast.isnan(), F.max_pool2d(h, 2).isnan())
     assert torch.equal(fast.nan_to_num(), F.max_pool2d(h, 2).nan_to_num())
-    assert max_pool(h.requires_grad_()).grad_fn is not None  # with gradients: max_pool2d's own
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 9)])
+def test_relu_pool_has_the_values_and_gradient_of_relu_then_max_pool2d_bit_for_bit(size):
+    """The masked pooled gradient equals autograd's of max_pool2d(relu(h)): NaNs, windows of zeros
+    after the ReLU, ties of positive values, -0.0 gradients and odd edges included."""
+    h = torch.randn(3, 4, *size).contiguous(memory_format=torch.channels_last)
+    h[0, 1, 2, 3] = float("nan")
+    h[1, 2, 0:2, 0:2] = 0.5  # a tie of positive values
+    h[2, 0, 2:4, 2:4] = -1.0  # a window the ReLU sets to zero
+    grad = torch.randn(3, 4, size[0] // 2, size[1] // 2)
+    grad[0, 0, 0, 0] = -0.0
+    grad[0, 1, 1, 1] = float("nan")
+    ours, theirs = (h.clone().requires_grad_() for _ in range(2))
+    out = relu_pool(ours)
+    out.backward(grad)
+    ref = F.max_pool2d(F.relu(theirs), 2)
+    ref.backward(grad)
+    assert torch.equal(out.nan_to_num(), ref.nan_to_num()) and torch.equal(out.isnan(), ref.isnan())
+    assert torch.equal(ours.grad.nan_to_num(), theirs.grad.nan_to_num())
+    assert torch.equal(ours.grad.isnan(), theirs.grad.isnan())
+    assert torch.equal(ours.grad.signbit(), theirs.grad.signbit())
+    assert ours.grad.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_layer_norm_standardises_each_models_layer_per_image():
