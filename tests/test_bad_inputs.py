@@ -338,7 +338,7 @@ _BAD_VALUES = {
     "--profile": _not("smoke", "quick", "paper"),
     "--norm": _not("batch", "weight", "layer", "none"),
     "--precision": _not("fp32", "tf32", "bf16"),
-    "--impl": _not("auto", "wide", "loop"),
+    "--impl": _not("auto", "wide", "rows", "loop"),
     "--device": _not("auto", "cpu").filter(lambda t: not t.startswith("cuda")),
     "--dataset": st.one_of(_not("synthetic", "cifar10").filter(lambda t: not t.startswith("npz:")),
                            st.text(max_size=10).map(lambda t: f"npz:/nonexistent/{t}")),

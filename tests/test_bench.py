@@ -38,7 +38,7 @@ def report():
 def test_report_has_every_variant_for_every_m(report):
     rows = report["rows"]
     assert {(r["M"], r["variant"]) for r in rows} == {
-        (m, v) for m in (1, 3) for v in ("wide", "loop", "separate")
+        (m, v) for m in (1, 3) for v in ("wide", "rows", "loop", "separate")
     }
     for r in rows:
         for key in ("s_per_step", "model_epochs_per_s", "tflops", "peak_fraction", "peak_mem_mb",
@@ -69,9 +69,9 @@ def test_cli_bench_prints_table_and_writes_json(tmp_path, capsys):
                  "--repeats", "1", "--json", str(out)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].split()[:2] == ["M", "variant"]
-    assert len(lines) == 1 + 3 + 1  # header, three variants, summary
+    assert len(lines) == 1 + 4 + 1  # header, four variants, summary
     assert lines[-1].startswith("cpu") and "projected" in lines[-1]
-    assert {r["variant"] for r in json.loads(out.read_text())["rows"]} == {"wide", "loop", "separate"}
+    assert {r["variant"] for r in json.loads(out.read_text())["rows"]} == {"wide", "rows", "loop", "separate"}
 
 
 def test_bench_rejects_bad_model_counts():

@@ -114,20 +114,23 @@ def test_a_failing_spec_is_reported_and_the_other_stored(npz, tmp_path):
         check([good, bad])
 
 
-def test_a_loop_grid_that_would_leave_a_worker_idle_is_split_and_joined_bit_for_bit(npz, tmp_path):
-    """One grid on two workers: cut along η into two sub-grids trained side by side with the loop
-    pass; the joined table is byte for byte the whole grid's, and it is then reused."""
-    spec = replace(tiny_spec(npz["tiny"], "nesterov"), lrs=(0.01, 0.03, 0.1))
+@pytest.mark.parametrize("impl", ["rows", "loop"])
+def test_a_grid_that_would_leave_a_worker_idle_is_split_and_joined_bit_for_bit(npz, tmp_path, impl):
+    """One grid on two workers: cut along η into two sub-grids trained side by side with the rows
+    or the loop pass; the joined table is byte for byte the whole grid's, and it is then reused."""
+    # Two λ, so that the rows pass computes two models at once.
+    spec = replace(tiny_spec(npz["tiny"], "nesterov"), lrs=(0.01, 0.03, 0.1), l2s=(1e-4, 1e-3))
     out, log = tmp_path / "out", Log()
-    (task,) = run_specs([spec], "local", device="cpu", impl="loop", out=out, progress=False, workers=2,
+    (task,) = run_specs([spec], "local", device="cpu", impl=impl, out=out, progress=False, workers=2,
                         log=log)
     meta = task.result.provenance
     assert task.state == "done" and [p["lrs"] for p in meta["joined_from"]] == [[0.01, 0.03], [0.1]]
-    whole = run_sweep(spec, device="cpu", impl="loop", out=tmp_path / "here", progress=False, log=Log())
+    assert meta["impl"] == impl
+    whole = run_sweep(spec, device="cpu", impl=impl, out=tmp_path / "here", progress=False, log=Log())
     assert result_path(spec, out).read_bytes() == whole.path.read_bytes()
     for part in grid_parts(spec, 2):  # each part is a stored result of its own
         assert result_path(part, out).exists()
-    (again,) = run_specs([spec], "local", device="cpu", impl="loop", out=out, progress=False, workers=2,
+    (again,) = run_specs([spec], "local", device="cpu", impl=impl, out=out, progress=False, workers=2,
                          log=log)
     assert again.state == "cached"
 
@@ -140,8 +143,8 @@ def test_the_split_decision_races_the_passes_on_a_workers_thread_count(npz, tmp_
 
     raced_on = []
 
-    def race(net, x, y, repeats=5, precision="fp32"):
-        raced_on.append(torch.get_num_threads())
+    def race(net, x, y, repeats=5, precision="fp32", passes=()):
+        raced_on.append((torch.get_num_threads(), tuple(passes)))
         return "loop"
 
     monkeypatch.setattr(l2bn.train, "choose_impl", race)
@@ -153,7 +156,7 @@ def test_the_split_decision_races_the_passes_on_a_workers_thread_count(npz, tmp_
                             progress=False, workers=2, log=Log())
     finally:
         torch.set_num_threads(before)
-    assert raced_on[:1] == [1]
+    assert raced_on[:1] == [(1, ("rows", "loop"))]  # the wide pass is not split
     assert task.state == "done" and len(task.result.provenance["joined_from"]) == 2
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import l2bn.model
-from l2bn.model import WideNet, max_pool, relu_pool
+from l2bn.model import PASSES, WideNet, max_pool, relu_pool
 from l2bn.scale import unit_norms
 
 WIDTHS = (4, 8, 8, 16)
@@ -24,9 +24,10 @@ def tiny_eps(monkeypatch):
     monkeypatch.setattr(l2bn.model, "EPS", 1e-12)
 
 
-def make_net(norm: str, n_models: int = M, seed: int = 0, dtype=torch.float64) -> WideNet:
-    """A wide net whose models differ (every parameter perturbed per model)."""
-    net = WideNet(n_models, WIDTHS, norm, seed=seed).to(dtype)
+def make_net(norm: str, n_models: int = M, seed: int = 0, dtype=torch.float64, row: int = 2) -> WideNet:
+    """A wide net whose models differ (every parameter perturbed per model); the rows pass computes
+    them in blocks of ``row``."""
+    net = WideNet(n_models, WIDTHS, norm, seed=seed, row=row).to(dtype)
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for p in net.parameters():
@@ -166,10 +167,11 @@ def test_bad_arguments_are_rejected(bad):
 
 
 @pytest.mark.parametrize("norm", ["batch", "weight", "layer", "none"])
-def test_wide_and_loop_give_the_same_logits_and_gradients(norm):
+def test_every_pass_gives_the_same_logits_and_gradients(norm):
+    """The wide, rows (blocks of 2 and 1 of the 3 models) and loop passes agree to rounding."""
     x, y = batch(dtype=torch.float32)
     results = {}
-    for impl in ("wide", "loop"):
+    for impl in PASSES:
         net = make_net(norm, dtype=torch.float32)
         net.impl = impl
         loss = loss_of(net, x, y)
@@ -177,20 +179,21 @@ def test_wide_and_loop_give_the_same_logits_and_gradients(norm):
         net.eval()
         results[impl] = (net.train()(x).detach(), net.eval()(x).detach(),
                          {n: p.grad for n, p in net.named_parameters()}, dict(net.named_buffers()))
-    (wide_train, wide_eval, wide_grads, wide_bufs), (loop_train, loop_eval, loop_grads, loop_bufs) = (
-        results["wide"], results["loop"])
+    wide_train, wide_eval, wide_grads, wide_bufs = results["wide"]
     assert wide_train.shape == (M, len(x), 10)
     # The models really differ, so a loop that ran model 0 M times would fail.
     assert not torch.allclose(wide_train[0], wide_train[1])
-    torch.testing.assert_close(loop_train, wide_train, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(loop_eval, wide_eval, rtol=1e-4, atol=1e-5)
-    for name, g in wide_grads.items():
-        torch.testing.assert_close(loop_grads[name], g, rtol=1e-4, atol=1e-5, msg=name)
-    for name, b in wide_bufs.items():
-        torch.testing.assert_close(loop_bufs[name], b, rtol=1e-4, atol=1e-6, msg=name)
+    for impl in ("rows", "loop"):
+        train, evaluated, grads, bufs = results[impl]
+        torch.testing.assert_close(train, wide_train, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(evaluated, wide_eval, rtol=1e-4, atol=1e-5)
+        for name, g in wide_grads.items():
+            torch.testing.assert_close(grads[name], g, rtol=1e-4, atol=1e-5, msg=f"{impl} {name}")
+        for name, b in wide_bufs.items():
+            torch.testing.assert_close(bufs[name], b, rtol=1e-4, atol=1e-6, msg=f"{impl} {name}")
 
 
-@pytest.mark.parametrize("impl", ["wide", "loop"])
+@pytest.mark.parametrize("impl", PASSES)
 def test_batch_norm_running_statistics_update_per_model(impl):
     """Each model's running mean and variance are those of the same model run on its own."""
     x, _ = batch(dtype=torch.float32)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from l2bn.model import WideNet
+from l2bn.model import PASSES, WideNet
 from l2bn.optim import GridOptimizer
 from l2bn.train import SweepSpec, train_grid, train_step
 
@@ -62,7 +62,7 @@ def assert_equal_to_rounding(rows: pd.DataFrame, other: pd.DataFrame, obj: str =
 LRS, L2S = (0.03, 0.3), (1e-4, 1e-2)
 
 
-@pytest.mark.parametrize("impl", ["wide", "loop"])
+@pytest.mark.parametrize("impl", PASSES)
 def test_a_grid_equals_separate_single_model_runs(run, impl):
     grid = run("momentum", LRS, L2S, impl)
     assert len(grid) == len(LRS) * len(L2S) * SIZES["epochs"]
@@ -123,7 +123,7 @@ def test_a_diverging_model_changes_nothing_compared_to_leaving_it_out_wide(run):
     assert_equal_to_rounding(diverged, without)
 
 
-@pytest.mark.parametrize("impl", ["wide", "loop"])
+@pytest.mark.parametrize("impl", PASSES)
 def test_nan_weights_in_a_middle_model_stay_in_that_model(impl):
     """One training step with model 1 of 3 poisoned (NaN weights): it is marked dead and frozen,
     and models 0 and 2 end bitwise where they end when model 1 is healthy."""
@@ -132,7 +132,7 @@ def test_nan_weights_in_a_middle_model_stay_in_that_model(impl):
     y = torch.randint(0, 10, (16,), generator=g)
 
     def one_step(poison: bool):
-        net = WideNet(3, (4, 8, 8, 16), seed=3)
+        net = WideNet(3, (4, 8, 8, 16), seed=3, row=2)  # rows: the poisoned model's block has two
         net.impl = impl
         if poison:
             with torch.no_grad():
@@ -187,15 +187,15 @@ def test_unknown_precision_is_refused():
 
 
 def test_auto_impl_is_measured_once_then_remembered(make_dataset, tmp_path, monkeypatch):
-    """The wide and loop passes agree only to rounding, so a rerun must not re-race them: the first
-    measurement is kept per machine and shape, and the rerun's numbers are bitwise the same."""
+    """The passes agree only to rounding, so a rerun must not re-race them: the first measurement is
+    kept per machine and shape, and the rerun's numbers are bitwise the same."""
     import l2bn.train
 
     monkeypatch.setenv("L2BN_DATA", str(tmp_path))
     races = iter(["loop", "wide"])  # a second race would pick the other pass
     calls = []
 
-    def race(net, x, y, repeats=5, precision="fp32"):
+    def race(net, x, y, repeats=5, precision="fp32", passes=()):
         calls.append(net.n_models)
         return next(races)
 

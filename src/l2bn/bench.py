@@ -4,6 +4,8 @@ For each M the benchmark times full training steps (forward, backward, update) o
 random uint8 images of CIFAR-10's size (speed does not depend on the pixels):
 
   wide      M models as one network (grouped convolutions), one vectorised update
+  rows      one row of the grid at a time (the profile's λ values: models of one η) as such a
+            network, one vectorised update
   loop      the same stacked parameters, one model's forward pass at a time, one vectorised update
   separate  M ordinary single-model runs, each with its own ``torch.optim`` optimiser for the same
             update rule (the library's update for one model where torch.optim has no such rule)
@@ -27,7 +29,7 @@ import torch
 
 from .data import translate_flip
 from .errors import ParameterError
-from .model import WideNet
+from .model import PASSES, WideNet
 from .optim import GridOptimizer
 from .profiles import default_grid, get_profile
 from .rules import MAIN, RULES, get_rule, trainable_rules
@@ -128,16 +130,18 @@ def _separate_step(net: WideNet, optimizer: str, batch_in, y, device, precision:
     return step
 
 
-def _variant_step(variant: str, m: int, widths, batch: int, device, optimizer: str, precision: str):
-    """A closure doing one training step of ``variant`` for ``m`` models, all with ``optimizer``."""
+def _variant_step(variant: str, m: int, widths, batch: int, device, optimizer: str, precision: str,
+                  row: int | None = None):
+    """A closure doing one training step of ``variant`` for ``m`` models, all with ``optimizer``
+    (the rows pass ``row`` models at a time)."""
     gen = torch.Generator(device=device).manual_seed(0)
     x_u8 = torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
     mean = torch.full((3,), 128.0, device=device)
     std = torch.full((3,), 64.0, device=device)
     batch_in = lambda: to_input(translate_flip(x_u8, MAX_SHIFT, gen), mean, std)  # noqa: E731
-    if variant in ("wide", "loop"):
-        net = WideNet(m, widths).to(device)
+    if variant in PASSES:
+        net = WideNet(m, widths, row=row).to(device)
         net.impl = variant
         eta = torch.full((m,), 0.01, device=device)
         opt = GridOptimizer(optimizer, net.param_roles(), eta, torch.full((m,), 1e-4, device=device))
@@ -166,7 +170,7 @@ def run_bench(
     steps: int = 5,
     repeats: int = 3,
     optimizer: str = MAIN.name,
-    variants: tuple[str, ...] = ("wide", "loop", "separate"),
+    variants: tuple[str, ...] = (*PASSES, "separate"),
     precision: str = "fp32",
 ) -> dict[str, Any]:
     """Time each variant for each M on ``profile``'s network and batch size; return the rows and a
@@ -192,7 +196,7 @@ def run_bench(
         for variant in variants:
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(dev)
-            step = _variant_step(variant, m, widths, batch, dev, optimizer, precision)
+            step = _variant_step(variant, m, widths, batch, dev, optimizer, precision, len(p["l2s"]))
             with numeric_precision(precision):
                 sec = _time_steps(step, dev, steps, repeats)
             tflops = m * batch * flops_img / sec / 1e12

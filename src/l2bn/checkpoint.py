@@ -19,7 +19,7 @@ import torch
 
 from . import store
 from .errors import DamagedFile
-from .model import WideNet
+from .model import PASSES, WideNet
 from .optim import GridOptimizer
 from .spec import SweepSpec, code_version
 
@@ -45,7 +45,7 @@ class TrainState:
 
     @property
     def impl(self) -> str:
-        """The pass the network computes with (``wide`` or ``loop``)."""
+        """The pass the network computes with (``model.PASSES``)."""
         return self.net.impl
 
 
@@ -82,7 +82,7 @@ def load_checkpoint(path: Path, spec: SweepSpec, device: torch.device) -> tuple[
         raise DamagedFile("it was written by another version of the training code")
     if ck["device_type"] != device.type:
         raise DamagedFile(f"it was written on {ck['device_type']}, this run is on {device.type}")
-    if ck["impl"] not in ("wide", "loop") or not 0 <= ck["epoch"] <= spec.epochs:
+    if ck["impl"] not in PASSES or not 0 <= ck["epoch"] <= spec.epochs:
         raise DamagedFile("its contents are out of range")
     return ck, store.sha256_bytes(raw)
 

@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sweep_parser(sub: Any, profiles: Any, precisions: Any, rules: Any, datasets: str) -> None:
-    from .spec import EVALUATIONS
+    from .spec import EVALUATIONS, IMPLS
 
     sw = sub.add_parser("sweep", help="train one update rule's (η, λ) grid (cached by spec)",
                         description="Train every (η, λ) pair of a grid as one wide model and "
@@ -135,8 +135,9 @@ def _sweep_parser(sub: Any, profiles: Any, precisions: Any, rules: Any, datasets
     sw.add_argument("--evaluate", default=EVALUATIONS[0], choices=EVALUATIONS,
                     help="measure validation and test error before each drop of η and at the end "
                     "(phase_ends, default) or after every epoch")
-    sw.add_argument("--impl", default="auto", choices=("auto", "wide", "loop"),
-                    help="wide (grouped), loop (one model at a time) or auto (measured)")
+    sw.add_argument("--impl", default="auto", choices=IMPLS,
+                    help="wide (all models grouped), rows (the models of one η grouped), loop (one "
+                    "model at a time) or auto (the fastest, measured)")
     sw.add_argument("--n-train", type=_int, help="training images (default from the profile)")
     sw.add_argument("--n-val", type=_int, help="validation images, held out of the training set")
     sw.add_argument("--n-test", type=_int, help="test images (default from the profile)")

@@ -6,8 +6,12 @@ first three (resolutions 32, 16, 8, 4), global average pooling and a linear clas
 The M models of a grid are stacked along a leading dimension of every parameter. The *wide* forward
 pass runs them as one network: the first convolution maps the shared input to M·C channels, the later
 ones are grouped convolutions (``groups=M``), and batch normalisation over M·C channels computes each
-model's statistics exactly. The *loop* forward pass runs the same stacked parameters one model at a
-time; which is faster depends on the device (see ``train.remembered_impl``).
+model's statistics exactly. The *rows* pass runs one row of the grid at a time (the models of one η,
+``row`` of them) as such a wide network, and the *loop* pass one model at a time; which is fastest
+depends on the device (see ``train.remembered_impl``). A block of models computes the same numbers
+whichever other blocks run beside it, so a grid cut along η (``results.grid_parts``) gives each
+model the numbers of the whole grid with the rows and loop passes; the wide pass's grouped
+convolutions round differently for another number of models (measured).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from torch import nn
 from .scale import unit_norms
 
 NORMS = ("batch", "weight", "layer", "none")
+PASSES = ("wide", "rows", "loop")  # all M models as one network, a row of the grid at a time, one at a time
+SPLITTABLE = ("rows", "loop")  # the passes whose numbers for a row do not depend on the other rows
 DEFAULT_WIDTHS = (32, 64, 128, 256)  # channels double as resolution halves: equal FLOPs per layer
 EPS = 1e-5
 
@@ -72,7 +78,8 @@ class WideNet(nn.Module):
       ``gamma{l}``, ``beta{l}`` (M, C_out): the normalisation's scale and shift, never regularised;
       ``fc_w`` (M, 10, C_4), ``fc_b`` (M, 10): the classifier.
     Every model starts from the same initial weights, drawn from ``seed``, so that differences
-    across a grid come from η and λ alone.
+    across a grid come from η and λ alone. ``row`` is the number of models the rows pass computes
+    together (a grid's λ values; by default all M); ``impl`` names the pass (``PASSES``).
     """
 
     def __init__(
@@ -82,6 +89,7 @@ class WideNet(nn.Module):
         norm: str = "batch",
         n_classes: int = 10,
         seed: int = 0,
+        row: int | None = None,
     ):
         super().__init__()
         if norm not in NORMS:
@@ -89,6 +97,7 @@ class WideNet(nn.Module):
         if len(widths) != 4:
             raise ValueError(f"widths: the network has four conv layers; got {widths}")
         self.n_models, self.widths, self.norm = n_models, tuple(widths), norm
+        self.row = row or n_models
         self.impl = "wide"
         g = torch.Generator().manual_seed(seed)
         c_in = 3
@@ -121,20 +130,29 @@ class WideNet(nn.Module):
             roles.append((name, p, role))
         return roles
 
+    def block_size(self) -> int:
+        """The models each forward pass of ``impl`` computes together."""
+        return {"wide": self.n_models, "rows": self.row, "loop": 1}[self.impl]
+
     def forward(self, x: torch.Tensor, skip: Sequence[bool] | None = None) -> torch.Tensor:
-        """Logits of shape (M, B, n_classes) for a batch x of shape (B, 3, H, W). The loop pass
-        leaves out the models flagged in ``skip`` (diverged and frozen ones): their logits are NaN,
-        their parameters get zero gradients, and the other models compute exactly what they would
-        have computed (each model is a forward pass of its own)."""
-        if self.impl == "wide" or self.n_models == 1:
+        """Logits of shape (M, B, n_classes) for a batch x of shape (B, 3, H, W), computed in blocks
+        of ``block_size()`` models. A block whose models are all flagged in ``skip`` (diverged and
+        frozen) is left out: its logits are NaN, its parameters get zero gradients, and the other
+        blocks compute exactly what they would have computed (each is a forward pass of its own)."""
+        size = self.block_size()
+        if size >= self.n_models:
             return self._forward(x, dict(self.named_parameters()), slice(None))
-        # One model at a time on views from ``unbind``: its backward stacks the M gradients once,
-        # where slicing would add each model's gradient into a zero-filled copy of the whole tensor.
-        views = {name: p.unbind(0) for name, p in self.named_parameters()}
-        nan = x.new_full((1, x.shape[0], self.fc_b.shape[1]), math.nan)
-        return torch.cat([nan if skip is not None and skip[m] else
-                          self._forward(x, {n: v[m][None] for n, v in views.items()}, slice(m, m + 1))
-                          for m in range(self.n_models)])
+        # Views from ``split``: its backward joins the blocks' gradients once, where slicing would
+        # add each block's gradient into a zero-filled copy of the whole tensor.
+        views = {name: p.split(size) for name, p in self.named_parameters()}
+        logits = []
+        for b, lo in enumerate(range(0, self.n_models, size)):
+            hi = min(lo + size, self.n_models)
+            if skip is not None and all(skip[lo:hi]):
+                logits.append(x.new_full((hi - lo, x.shape[0], self.fc_b.shape[1]), math.nan))
+            else:
+                logits.append(self._forward(x, {n: v[b] for n, v in views.items()}, slice(lo, hi)))
+        return torch.cat(logits)
 
     def _forward(self, x: torch.Tensor, p: dict[str, torch.Tensor], models: slice) -> torch.Tensor:
         h = x

@@ -21,11 +21,11 @@ import torch
 
 from .data import check_dataset_name, dataset_names
 from .errors import ParameterError
-from .model import NORMS
+from .model import NORMS, PASSES
 from .profiles import PROFILES, default_grid, get_profile
 from .rules import get_rule, trainable_rules
 
-IMPLS = ("auto", "wide", "loop")
+IMPLS = ("auto", *PASSES)
 # fp32: plain float32 (TF32 tensor cores off, also for cuDNN, whose default is on); tf32: float32
 # storage with TF32 matrix units on a GPU (no effect on a CPU); bf16: bfloat16 autocast of the
 # forward pass with float32 master weights, optimiser state and loss.

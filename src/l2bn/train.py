@@ -17,7 +17,7 @@ import json
 import math
 import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from . import store
 from .checkpoint import Checkpoint, TrainState
 from .data import Dataset, data_root, load_dataset, translate_flip
 from .errors import ParameterError
-from .model import NORMS, WideNet
+from .model import NORMS, PASSES, WideNet
 from .optim import GridOptimizer
 from .rules import get_rule
 from .scale import effective_lr, lr_schedule, phase_ends, unit_norms
@@ -134,16 +134,21 @@ def reuse_freed_memory() -> str:
 
 
 def choose_impl(net: WideNet, x: torch.Tensor, y: torch.Tensor, repeats: int = 5,
-                precision: str = "fp32") -> str:
-    """Time forward + backward of the wide and the loop pass on one batch; return the faster.
+                precision: str = "fp32", passes: Sequence[str] = PASSES) -> str:
+    """Time forward + backward of each of ``passes`` on one batch; return the fastest.
 
-    The two are timed in alternation and each keeps its best time, so a burst of load from another
-    process slows both rather than deciding the race. Timed on a copy, so the network's running
-    statistics are untouched."""
+    The passes are timed in alternation and each keeps its best time, so a burst of load from
+    another process slows all rather than deciding the race. A pass whose blocks are another's (the
+    rows pass of a grid with one η is the wide pass) is not raced. Timed on a copy, so the
+    network's running statistics are untouched."""
     if net.n_models == 1:
-        return "wide"
+        return passes[0]
     probe = copy.deepcopy(net)
-    timing = {"wide": math.inf, "loop": math.inf}
+    sizes = {}
+    for impl in passes:
+        probe.impl = impl
+        sizes.setdefault(probe.block_size(), impl)
+    timing = {impl: math.inf for impl in sizes.values()}
     for r in range(repeats + 1):
         for impl in timing:
             probe.impl = impl
@@ -160,20 +165,21 @@ def choose_impl(net: WideNet, x: torch.Tensor, y: torch.Tensor, repeats: int = 5
     return min(timing, key=timing.get)
 
 
-def remembered_impl(net: WideNet, x: torch.Tensor, y: torch.Tensor, precision: str) -> str:
-    """``choose_impl``, measured once per machine, device and network shape and then remembered in
-    ``data/impl_choices.json``. The two passes agree only to rounding, which training amplifies, so
-    a spec rerun on the same machine must take the same pass to give the same numbers."""
+def remembered_impl(net: WideNet, x: torch.Tensor, y: torch.Tensor, precision: str,
+                    passes: Sequence[str] = PASSES) -> str:
+    """``choose_impl`` among ``passes``, measured once per machine, device and network shape and then
+    remembered in ``data/impl_choices.json``. The passes agree only to rounding, which training
+    amplifies, so a spec rerun on the same machine must take the same pass to give the same numbers."""
     dev = x.device
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu×{torch.get_num_threads()}"
-    key = (f"{platform.node()}|{name}|torch {torch.__version__}|M={net.n_models}|widths={net.widths}|"
-           f"norm={net.norm}|batch={len(x)}|{precision}")
+    key = (f"{platform.node()}|{name}|torch {torch.__version__}|M={net.n_models}|row={net.row}|"
+           f"widths={net.widths}|norm={net.norm}|batch={len(x)}|{precision}|{','.join(passes)}")
     path = data_root() / "impl_choices.json"
     # Grids trained side by side share the file: one measures, the others wait and read its choice.
     with store.waiting(path.with_suffix(".lock")):
         choices = _read_choices(path)
-        if choices.get(key) not in ("wide", "loop"):
-            choices[key] = choose_impl(net, x, y, precision=precision)
+        if choices.get(key) not in passes:
+            choices[key] = choose_impl(net, x, y, precision=precision, passes=passes)
             store.atomic_write(path, json.dumps(choices, indent=1, sort_keys=True).encode())
     return choices[key]
 
@@ -187,27 +193,30 @@ def _read_choices(path: Path) -> dict[str, str]:
     return choices if isinstance(choices, dict) else {}
 
 
-def _start_impl(net: WideNet, data: Dataset, mean_std: Stats, spec: SweepSpec, impl: str) -> str:
-    """The pass a new run computes with: ``impl``, or for ``auto`` the remembered race's winner on
-    one batch of the training images."""
+def _start_impl(net: WideNet, data: Dataset, mean_std: Stats, spec: SweepSpec, impl: str,
+                passes: Sequence[str] = PASSES) -> str:
+    """The pass a new run computes with: ``impl``, or for ``auto`` the remembered race's winner
+    among ``passes`` on one batch of the training images."""
     if impl != "auto":
         return impl
     x0 = to_input(data.x_train[: spec.batch_size], *mean_std)
     with numeric_precision(spec.precision):
-        return remembered_impl(net, x0, data.y_train[: spec.batch_size], spec.precision)
+        return remembered_impl(net, x0, data.y_train[: spec.batch_size], spec.precision, passes)
 
 
-def grid_impl(spec: SweepSpec, device: str = "auto", threads: int | None = None) -> str:
-    """The pass that ``impl='auto'`` gives ``spec``'s whole grid on this machine (the remembered
-    race for its M models) when it trains on ``threads`` CPU threads (default: this process's),
-    for the sub-grids it is split into: the two passes round differently, so every part must
-    compute with the pass of the whole for the joined table to be the whole's."""
+def grid_impl(spec: SweepSpec, device: str = "auto", threads: int | None = None,
+              passes: Sequence[str] = PASSES) -> str:
+    """The fastest of ``passes`` for ``spec``'s whole grid on this machine (the remembered race for
+    its M models) when it trains on ``threads`` CPU threads (default: this process's): the pass of
+    the sub-grids it is split into, as the passes round differently and every part must compute
+    with the same one for the joined table to be the whole grid's on that pass."""
     dev = validate_params(spec, device)
     reuse_freed_memory()  # the pass is raced under the allocator it will train with
     data = load_spec_data(spec)
-    net = WideNet(spec.n_models, spec.widths, spec.norm, seed=spec.seed).to(dev)
+    net = WideNet(spec.n_models, spec.widths, spec.norm, seed=spec.seed, row=len(spec.l2s)).to(dev)
     with torch_threads(threads or torch.get_num_threads()):
-        return _start_impl(net, data.to(dev), tuple(s.to(dev) for s in data.channel_stats), spec, "auto")
+        return _start_impl(net, data.to(dev), tuple(s.to(dev) for s in data.channel_stats), spec, "auto",
+                           passes)
 
 
 @contextmanager
@@ -244,7 +253,8 @@ def train_step(
     """One step for all M models. Returns per-model loss and error, the updated ``alive`` mask and
     the update rule's measures of each conv layer (``GridOptimizer.step``: angular update, squared
     gradient at unit norm). A model whose loss is not finite is marked dead and not updated; the
-    loop pass no longer computes it (its loss is NaN from then on).
+    rows and loop passes no longer compute a block whose models are all dead (their loss is NaN
+    from then on).
     With ``precision='bf16'`` the forward pass runs under bfloat16 autocast; the loss, gradients,
     weights and optimiser state stay float32."""
     dead = None if net.impl == "wide" else (~alive).tolist()
@@ -382,7 +392,7 @@ def new_state(spec: SweepSpec, dev: torch.device) -> TrainState:
     """The start of a run: the M models with the same initial weights (seeded by ``spec.seed``), the
     update rule with each model's η and λ, and the generator of data order and augmentation."""
     m = spec.n_models
-    net = WideNet(m, spec.widths, spec.norm, seed=spec.seed).to(dev)
+    net = WideNet(m, spec.widths, spec.norm, seed=spec.seed, row=len(spec.l2s)).to(dev)
     eta = torch.tensor([lr for lr, _ in spec.grid], device=dev)
     lam = torch.tensor([l2 for _, l2 in spec.grid], device=dev)
     opt = GridOptimizer(spec.optimizer, net.param_roles(), eta, lam, **dict(spec.hyper))
