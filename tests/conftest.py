@@ -49,3 +49,11 @@ def private_data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("L2BN_EXECUTOR", raising=False)
     monkeypatch.delenv("L2BN_SLURM_CONFIG", raising=False)
     return root
+
+
+def swept_table(stdout: str) -> Path:
+    """The table of the grid an ``l2bn sweep`` printed: on a machine of several cores the results
+    folder also holds the tables of its parts, trained side by side."""
+    [provenance] = [line.removeprefix("provenance: ") for line in stdout.splitlines()
+                    if line.startswith("provenance: ")]
+    return Path(provenance).with_suffix(".csv")

@@ -21,6 +21,7 @@ from unittest import mock
 import matplotlib
 import numpy as np
 import pytest
+from conftest import swept_table
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -199,7 +200,7 @@ def test_the_recorded_command_gives_the_same_spec_key_and_reuses_the_result(tmp_
              "--hyper", "rho=0.85", "--no-augment", "--seed", "3", *common]
     status, stdout, err = run(first)
     assert status == 0, err
-    [csv] = out.glob("*.csv")
+    csv = swept_table(stdout)
     meta = json.loads(csv.with_suffix(".json").read_text())
     command = meta["command"]
     assert "0.0123456789" in command and shlex.quote(f"npz:{npz}") in command

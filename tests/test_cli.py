@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import swept_table
 
 from l2bn.cli import main
 from l2bn.data import load_dataset
@@ -42,17 +43,9 @@ def first_sweep(tmp_path_factory):
     return out, proc
 
 
-def grid_table(proc: subprocess.CompletedProcess) -> Path:
-    """The table of the grid a sweep printed (on a machine of several cores the results folder
-    also holds its parts', trained side by side)."""
-    [provenance] = [line.removeprefix("provenance: ") for line in proc.stdout.splitlines()
-                    if line.startswith("provenance: ")]
-    return Path(provenance).with_suffix(".csv")
-
-
 def test_sweep_writes_a_table_and_its_provenance(first_sweep):
     out, proc = first_sweep
-    csv = grid_table(proc)
+    csv = swept_table(proc.stdout)
     assert csv.parent == out and csv.name.startswith("adam-")
     meta = json.loads(csv.with_suffix(".json").read_text())
     table = pd.read_csv(csv)
@@ -99,8 +92,8 @@ def test_a_different_epoch_count_is_not_reused(first_sweep):
     proc = l2bn(*SWEEP, "--epochs", "1", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "reusing" not in proc.stdout and "wrote" in proc.stdout
-    assert grid_table(proc).name not in before
-    assert pd.read_csv(grid_table(proc)).epoch.max() == 1
+    assert swept_table(proc.stdout).name not in before
+    assert pd.read_csv(swept_table(proc.stdout)).epoch.max() == 1
     assert {k: v for k, v in results_in(out).items() if k in before} == before
 
 

@@ -129,7 +129,8 @@ def reuse_freed_memory() -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# The network's two passes: grouped convolutions (wide) or a loop over the stacked copies
+# The network's passes: all models as one network (wide), a row of the grid at a time (rows), or one model
+# at a time (loop)
 # ---------------------------------------------------------------------------------------------
 
 

@@ -136,7 +136,7 @@ def test_a_bad_device_is_a_one_line_value_error(device):
 
 
 def test_bad_impl_and_spec_are_value_errors():
-    with pytest.raises(ValueError, match="^impl: .*choose one of auto, wide, loop"):
+    with pytest.raises(ValueError, match="^impl: .*choose one of auto, wide, rows, loop"):
         check_impl("fast")
     with pytest.raises(ValueError, match="^spec: "):
         validate_params({"optimizer": "sgd"})
