@@ -370,6 +370,7 @@ def test_fuzzed_sweep_arguments_are_one_line_exit_2_and_write_nothing(tmp_path_f
 
 
 _BAD_BENCH = {"--ms": st.one_of(_BAD_COUNT, st.just("1,0")), "--steps": _BAD_COUNT, "--repeats": _BAD_COUNT,
+              "--threads": _BAD_COUNT,
               "--json": st.sampled_from(["", "{root}", "{root}/no/report.json"]),
               **{k: _BAD_VALUES[k] for k in ("--optimizer", "--profile", "--precision", "--device")}}
 

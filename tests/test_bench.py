@@ -4,13 +4,15 @@ Speed itself is not asserted (benchmarks measure, tests check behaviour)."""
 
 import json
 import math
+import os
 
 import pytest
 import torch
 
 from l2bn import bench
-from l2bn.bench import figure_model_epochs, run_bench, train_flops_per_image
+from l2bn.bench import book_specs, figure_model_epochs, run_bench, train_flops_per_image
 from l2bn.cli import main
+from l2bn.errors import ParameterError
 from l2bn.optim import GridOptimizer
 from l2bn.profiles import default_grid, get_profile
 from l2bn.rules import UpdateRule, get_rule, trainable_rules
@@ -132,3 +134,20 @@ def test_bench_refuses_a_folder_for_json_before_running(tmp_path, capsys, monkey
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("l2bn bench: error: json:"), err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_bench_runs_on_the_threads_asked_and_projects_the_book_on_one_thread_workers():
+    """``threads=1`` times what each of the book's workers runs on (one thread per core), then
+    restores the thread count; the book's projection counts every grid of the book."""
+    before = torch.get_num_threads()
+    r = run_bench("smoke", ms=(2,), device="cpu", steps=1, repeats=1, variants=("wide", "separate"),
+                  threads=1)
+    assert torch.get_num_threads() == before and r["threads"] == 1
+    assert f"on {os.cpu_count()} worker(s) of 1 thread(s)" in r["summary"]
+    best = max(row["model_epochs_per_s"] for row in r["rows"])
+    p = get_profile("smoke")
+    model_epochs = sum(s.n_models for s in book_specs("smoke")) * p["epochs"]
+    assert model_epochs > figure_model_epochs("smoke")  # "After the paper" trains grids of its own
+    assert r["projected_book_grids_s"] > model_epochs / best / os.cpu_count()  # evaluations on top
+    with pytest.raises(ParameterError, match="^threads: must be a positive integer; got 0"):
+        run_bench("smoke", ms=(1,), device="cpu", threads=0)

@@ -19,11 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from l2bn import chapter
+from l2bn.bench import book_specs
 from l2bn.errors import Busy, DataError, ParameterError
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "book"))
-from pipeline import cli, options, site, stamps  # noqa: E402  (book/ is not a package)
+from pipeline import chapters, cli, options, site, stamps  # noqa: E402  (book/ is not a package)
 from pipeline.common import BuildError  # noqa: E402
 
 SMOKE = ["--profile", "smoke", "--dataset", "synthetic", "--device", "cpu"]
@@ -228,3 +229,15 @@ def test_grids_used_are_the_changed_and_the_named_files(tmp_path: Path):
     used = stamps.grids_used(before, nb, folder, tmp_path)
     assert [(Path(g["file"]).name, g["cached"]) for g in used] == [
         ("new.csv", False), ("reused.csv", True), ("rewritten.csv", False)]
+
+
+@pytest.mark.parametrize("profile", ["quick", "paper"])
+def test_the_bench_projects_the_grids_the_book_trains(profile):
+    """``l2bn bench`` projects and measures the book's grids (``bench.book_specs``): those the
+    build computes before the first chapter, every chapter at its defaults (``cli.train_grids``)."""
+    built = set()
+    for path in sorted((REPO / "notebooks").glob("[0-9]*.py")):
+        values = {**chapters.literal_defaults(path), "profile": profile, "dataset": "synthetic",
+                  "device": "cpu"}
+        built.update(chapter.chapter_specs(path.stem, values))
+    assert built == set(book_specs(profile))

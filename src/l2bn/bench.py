@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from .chapter import AFTER_PAPER_GRIDS
 from .data import translate_flip
 from .errors import ParameterError
 from .model import PASSES, WideNet
@@ -34,6 +35,7 @@ from .optim import GridOptimizer
 from .profiles import default_grid, get_profile
 from .rules import MAIN, RULES, get_rule, trainable_rules
 from .scale import phase_ends
+from .spec import SweepSpec
 from .train import (
     MAX_SHIFT,
     PRECISIONS,
@@ -41,12 +43,14 @@ from .train import (
     resolve_device,
     reuse_freed_memory,
     to_input,
+    torch_threads,
     train_step,
 )
 
-# The update rules whose grids Figures 1–4 need: the runs a full reproduction makes.
-# The rules the paper shows on the network (Figures 1–4), whose grids a profile's book trains.
+# The rules the paper shows on the network (Figures 1–4): the runs a full reproduction makes.
 FIGURE_RULES = tuple(name for name, r in RULES.items() if r.figures)
+# The grids a profile's book trains: those of Figures 1–4 and of "After the paper" (every seed).
+BOOK_GRIDS = tuple(dict.fromkeys([*FIGURE_RULES, *AFTER_PAPER_GRIDS]))
 
 
 def train_flops_per_image(widths: tuple[int, ...], size: int = 32) -> float:
@@ -163,6 +167,14 @@ def figure_model_epochs(profile: str = "paper") -> int:
     return sum(len(lrs) * len(l2s) for lrs, l2s in grids) * get_profile(profile)["epochs"]
 
 
+def book_specs(profile: str) -> list[SweepSpec]:
+    """The specs of the grids ``profile``'s book trains on synthetic data (``BOOK_GRIDS``, every
+    seed replicate: the verdict judges them all)."""
+    seeds = range(get_profile(profile)["seeds"])
+    return [SweepSpec.for_grid(profile, grid, "synthetic", seed=seed)
+            for grid in BOOK_GRIDS for seed in seeds]
+
+
 def run_bench(
     profile: str = "paper",
     ms: tuple[int, ...] = (1, 7, 49),
@@ -172,8 +184,10 @@ def run_bench(
     optimizer: str = MAIN.name,
     variants: tuple[str, ...] = (*PASSES, "separate"),
     precision: str = "fp32",
+    threads: int | None = None,
 ) -> dict[str, Any]:
-    """Time each variant for each M on ``profile``'s network and batch size; return the rows and a
+    """Time each variant for each M on ``profile``'s network and batch size, on ``threads`` CPU
+    threads (default: this process's; the book's workers run on one each); return the rows and a
     one-line summary."""
     if not get_rule(optimizer).trainable:
         raise ParameterError(f"optimizer: {optimizer} cannot train the network; choose one of "
@@ -182,7 +196,16 @@ def run_bench(
         raise ValueError(f"precision: unknown precision {precision!r}; choose one of {PRECISIONS}")
     if not ms or any(m < 1 for m in ms):
         raise ValueError(f"ms: model counts must be positive integers; got {ms}")
-    dev = resolve_device(device)
+    if threads is not None and threads < 1:
+        raise ParameterError(f"threads: must be a positive integer; got {threads}")
+    with torch_threads(threads or torch.get_num_threads()):
+        return _with_summary(_timed_rows(profile, ms, resolve_device(device), steps, repeats, optimizer,
+                                         variants, precision), max(ms))
+
+
+def _timed_rows(profile: str, ms: tuple[int, ...], dev: torch.device, steps: int, repeats: int,
+                optimizer: str, variants: tuple[str, ...], precision: str) -> dict[str, Any]:
+    """The report of ``run_bench`` without its summary."""
     malloc = reuse_freed_memory()  # as training runs: every variant, the peer too, gains from it
     p = get_profile(profile)
     widths, batch = tuple(p["widths"]), p["batch_size"]
@@ -212,32 +235,35 @@ def run_bench(
         for row in rows:
             if row["M"] == m and base:
                 row["vs_separate"] = row["model_epochs_per_s"] / base
-    report = {"device": str(dev), "profile": profile, "widths": widths, "batch_size": batch,
-              "optimizer": optimizer, "precision": precision, "malloc": malloc, "reference_peak_tflops": peak,
-              "rows": rows}
-    return _with_summary(report, dev, max(ms))
+    return {"device": str(dev), "profile": profile, "widths": widths, "batch_size": batch,
+            "optimizer": optimizer, "precision": precision, "malloc": malloc,
+            "threads": torch.get_num_threads() if dev.type == "cpu" else None,
+            "reference_peak_tflops": peak, "rows": rows}
 
 
-def _with_summary(report: dict[str, Any], dev: torch.device, largest: int) -> dict[str, Any]:
+def _with_summary(report: dict[str, Any], largest: int) -> dict[str, Any]:
     """``report`` with the best variant at the largest M, the profile's projected training time
     and a one-line summary."""
+    dev = torch.device(report["device"])
     best = max((r for r in report["rows"] if r["M"] == largest), key=lambda r: r["model_epochs_per_s"])
     profile, peak, precision = report["profile"], report["reference_peak_tflops"], report["precision"]
     model_epochs = figure_model_epochs(profile)
     projected_s = model_epochs / best["model_epochs_per_s"]
-    book_s = projected_book_s(profile, best["model_epochs_per_s"], dev)
+    workers = _workers(dev, report["threads"])
+    book_s = projected_book_s(profile, best["model_epochs_per_s"], workers)
     measured = measured_grids_s(profile, dev)
+    on = f"{report['threads']} thread(s)" if report["threads"] else ""  # CPU threads of each worker
     summary = (
         f"{dev.type} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}), "
         f"{profile} network {report['widths']} batch {report['batch_size']}, {report['optimizer']}, "
-        f"{precision}: best at M={best['M']} is "
+        f"{precision}{', ' + on if on else ''}: best at M={best['M']} is "
         f"{best['variant']} with {best['model_epochs_per_s']:.3g} model-epochs/s "
         f"({best.get('vs_separate', float('nan')):.2g}× separate, "
         f"{best['tflops']:.3g} TFLOP/s = {best['peak_fraction']:.1%} of a measured "
         f"{peak:.3g} TFLOP/s {precision} matmul); {profile} profile's Figures 1–4 "
         f"({model_epochs} model-epochs of training) projected at {projected_s / 60:.3g} min; the "
-        f"book's grids with their evaluations, all seeds, on {_workers(dev)} worker(s): projected "
-        f"{book_s / 60:.3g} min, "
+        f"book's {len(book_specs(profile))} grids with their evaluations, all seeds, on {workers} "
+        f"worker(s){' of ' + on if on else ''}: projected {book_s / 60:.3g} min, "
         + (f"measured {measured / 60:.3g} min (the stored results' training times)" if measured
            else "not measured yet (no stored results of this profile)")
     )
@@ -245,34 +271,32 @@ def _with_summary(report: dict[str, Any], dev: torch.device, largest: int) -> di
             "projected_book_grids_s": book_s, "measured_book_grids_s": measured, "summary": summary}
 
 
-def _workers(dev: torch.device) -> int:
-    """Grids trained at once by the local executor: one per core on a CPU, one on one GPU."""
-    return (os.cpu_count() or 1) if dev.type == "cpu" else 1
+def _workers(dev: torch.device, threads: int | None = 1) -> int:
+    """Grids trained at once on ``threads`` threads each: on a CPU the local executor runs one
+    worker of one thread per core; on one GPU, one."""
+    return max(1, (os.cpu_count() or 1) // (threads or 1)) if dev.type == "cpu" else 1
 
 
-def projected_book_s(profile: str, model_epochs_per_s: float, dev: torch.device) -> float:
-    """The book's grids (Figures 1–4, every seed) at ``model_epochs_per_s`` per worker, with each
-    evaluation of the validation and test images at the end of each phase of η (a forward pass, a
-    third of a training step per image), spread over the workers (the executor splits grids to keep
-    them all busy)."""
+def projected_book_s(profile: str, model_epochs_per_s: float, workers: int) -> float:
+    """The book's grids (``book_specs``) at ``model_epochs_per_s`` per worker, with each evaluation
+    of the validation and test images at the end of each phase of η (a forward pass, a third of a
+    training step per image), spread over ``workers`` (the executor splits grids to keep them all
+    busy)."""
     p = get_profile(profile)
     share = len(phase_ends(p["epochs"])) / p["epochs"]  # of the epochs, those followed by an evaluation
     evaluation = share * (p["n_val"] + p["n_test"]) / (3 * p["n_train"])
-    return figure_model_epochs(profile) * p["seeds"] * (1 + evaluation) / model_epochs_per_s / _workers(dev)
+    model_epochs = sum(spec.n_models for spec in book_specs(profile)) * p["epochs"]
+    return model_epochs * (1 + evaluation) / model_epochs_per_s / workers
 
 
 def measured_grids_s(profile: str, dev: torch.device) -> float | None:
-    """The measured time of the book's grids: the stored results of ``profile``'s Figures 1–4
-    grids on synthetic data (default grids, every seed), their training times summed and shared
-    among the workers; None when one is missing."""
+    """The measured time of the book's grids: the stored results of ``book_specs``, their training
+    times summed and shared among the local executor's workers; None when one is missing."""
     from .results import cached_result
-    from .spec import SweepSpec
     total = 0.0
-    for rule in FIGURE_RULES:
-        for seed in range(get_profile(profile)["seeds"]):
-            spec = SweepSpec.from_profile(profile, rule, "synthetic", seed=seed)
-            found = cached_result(spec, log=lambda _: None)
-            if found is None:
-                return None
-            total += found.provenance["wall_time_s"]
+    for spec in book_specs(profile):
+        found = cached_result(spec, log=lambda _: None)
+        if found is None:
+            return None
+        total += found.provenance["wall_time_s"]
     return total / _workers(dev)

@@ -177,6 +177,8 @@ def _bench_parser(sub: Any, profiles: Any, precisions: Any, rules: Any) -> None:
     bench.add_argument("--optimizer", default=MAIN.name, choices=rules,
                        help=f"update rule of every variant; default {MAIN.name}")
     bench.add_argument("--precision", default="fp32", choices=precisions, help="fp32, tf32 or bf16")
+    bench.add_argument("--threads", type=_int, help="CPU threads (default: all cores; the book's "
+                       "workers run on one each)")
     bench.add_argument("--json", help="also write the report to this JSON file")
 
 
@@ -296,7 +298,7 @@ def _bench(args: argparse.Namespace) -> None:
             raise ParameterError(f"{name}: must be a positive integer; got {getattr(args, name)}")
     check_json(args.json)
     report = run_bench(args.profile, tuple(args.ms), args.device, args.steps, args.repeats,
-                       optimizer=args.optimizer, precision=args.precision)
+                       optimizer=args.optimizer, precision=args.precision, threads=args.threads)
     cols = ("M", "variant", "model_epochs_per_s", "vs_separate", "tflops", "peak_fraction",
             "peak_mem_mb")
     print("  ".join(f"{c:>18}" for c in cols))
