@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -51,9 +52,13 @@ def private_data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
-def swept_table(stdout: str) -> Path:
-    """The table of the grid an ``l2bn sweep`` printed: on a machine of several cores the results
-    folder also holds the tables of its parts, trained side by side."""
-    [provenance] = [line.removeprefix("provenance: ") for line in stdout.splitlines()
-                    if line.startswith("provenance: ")]
-    return Path(provenance).with_suffix(".csv")
+
+@pytest.fixture
+def swept_table() -> Callable[[str], Path]:
+    """swept_table(stdout) -> the table of the grid an ``l2bn sweep`` printed: on a machine of
+    several cores the results folder also holds the tables of its parts, trained side by side."""
+    def table(stdout: str) -> Path:
+        [provenance] = [line.removeprefix("provenance: ") for line in stdout.splitlines()
+                        if line.startswith("provenance: ")]
+        return Path(provenance).with_suffix(".csv")
+    return table

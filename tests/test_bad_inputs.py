@@ -21,7 +21,6 @@ from unittest import mock
 import matplotlib
 import numpy as np
 import pytest
-from conftest import swept_table
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -190,7 +189,7 @@ def test_an_eta_below_float32_precision_is_warned_about(capsys):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_the_recorded_command_gives_the_same_spec_key_and_reuses_the_result(tmp_path):
+def test_the_recorded_command_gives_the_same_spec_key_and_reuses_the_result(tmp_path, swept_table):
     npz = write_npz(tmp_path / "my data" / "images (16px).npz")
     out = tmp_path / "results"
     common = ["--device", "cpu", "--no-progress", "--out", str(out)]

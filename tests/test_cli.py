@@ -13,7 +13,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import swept_table
 
 from l2bn.cli import main
 from l2bn.data import load_dataset
@@ -43,7 +42,7 @@ def first_sweep(tmp_path_factory):
     return out, proc
 
 
-def test_sweep_writes_a_table_and_its_provenance(first_sweep):
+def test_sweep_writes_a_table_and_its_provenance(first_sweep, swept_table):
     out, proc = first_sweep
     csv = swept_table(proc.stdout)
     assert csv.parent == out and csv.name.startswith("adam-")
@@ -86,7 +85,7 @@ def test_an_identical_sweep_reuses_the_cache(first_sweep):
     assert proc.stdout.splitlines()[-3:] == first.stdout.splitlines()[-3:]
 
 
-def test_a_different_epoch_count_is_not_reused(first_sweep):
+def test_a_different_epoch_count_is_not_reused(first_sweep, swept_table):
     out, _ = first_sweep
     before = results_in(out)
     proc = l2bn(*SWEEP, "--epochs", "1", "--out", str(out))
