@@ -286,3 +286,32 @@ def test_the_loop_pass_leaves_out_the_models_it_is_told_to_skip():
     assert torch.equal(part[[0, 2]].detach(), full[[0, 2]])
     F.cross_entropy(part[[0, 2]].reshape(-1, 10), y.repeat(2)).backward()
     assert (net.conv0.grad[1] == 0).all() and (net.conv0.grad[0] != 0).any()
+
+
+@pytest.mark.parametrize("impl", PASSES)
+def test_evaluation_pools_first_and_gives_the_same_logits_bit_for_bit(impl, monkeypatch):
+    """In evaluation, pooling before batch normalisation and the ReLU gives the logits of
+    normalising first, bit for bit: random running statistics, channel counts that leave a tail
+    after the vector lanes, a NaN pixel, and a negative γ (that block normalises first)."""
+    net = make_net("batch", dtype=torch.float32)
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for i in range(len(WIDTHS)):
+            getattr(net, f"running_mean{i}").copy_(torch.randn(M, WIDTHS[i], generator=g))
+            getattr(net, f"running_var{i}").copy_(torch.rand(M, WIDTHS[i], generator=g) + 0.1)
+        net.gamma1[1, 2] = -0.5
+    net.eval()
+    net.impl = impl
+    x, _ = batch(dtype=torch.float32)
+    x = x.contiguous(memory_format=torch.channels_last)
+    x[0, 1, 3, 3] = float("nan")
+    used, pool_first = [], WideNet._pool_first
+    monkeypatch.setattr(WideNet, "_pool_first", lambda *a: used.append(pool_first(*a)) or used[-1])
+    with torch.inference_mode():
+        fast = net(x)
+    assert True in used and False in used  # pooled first where it may, normalised first elsewhere
+    monkeypatch.setattr(WideNet, "_pool_first", lambda *a: False)
+    with torch.inference_mode():
+        slow = net(x)
+    assert fast.isnan().any() and not fast.isnan().all()
+    assert torch.equal(fast.isnan(), slow.isnan()) and torch.equal(fast.nan_to_num(), slow.nan_to_num())
