@@ -62,7 +62,7 @@ EXECUTORS = ("local", "slurm")
 EXECUTOR_ENV = "L2BN_EXECUTOR"  # what `make book EXECUTOR=slurm` sets, so chapters need no change
 SLURM_CONFIG_ENV = "L2BN_SLURM_CONFIG"
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's local default (2 minutes) would stop a grid midway
-LOCAL_POLL_S = 2.0  # how often local workers are looked at
+LOCAL_POLL_S = 0.5  # how often local workers are looked at: a finished one waits this long for its next grid
 # Errors a task raises on purpose: they come back with their type, as from a lone run_sweep.
 DELIBERATE = (L2bnError, ValueError, DatasetError)
 # squeue's states of a task that waits for a node (anything else live is running).
