@@ -415,8 +415,8 @@ def split_for_balance(todo: list[Task], run: _Run, n_slots: int, log: Callable[[
         parts = grid_parts(task.spec, n_slots)
         impl = (run.impl if run.impl != "auto" or len(parts) == 1
                 else grid_impl(task.spec, run.device, threads, SPLITTABLE))
-        resumable = checkpoint_path(result_path(task.spec, run.out)).exists()
-        if len(parts) == 1 or impl not in SPLITTABLE or resumable:
+        if (len(parts) == 1 or impl not in SPLITTABLE
+                or checkpoint_path(result_path(task.spec, run.out)).exists()):  # resumes whole
             runs.append(task)
             continue
         split[task] = [Task(part, impl=impl) for part in parts]

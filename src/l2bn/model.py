@@ -162,15 +162,15 @@ class WideNet(nn.Module):
             if self.norm == "weight":
                 w = w / unit_norms(w)[..., None, None, None]
             h = F.conv2d(h, w.reshape(k * c_out, c_in, 3, 3), padding=1, groups=1 if i == 0 else k)
-            pooled = i < len(self.widths) - 1
-            if pooled and self._pool_first(p[f"gamma{i}"], i, models):
-                h = F.relu(self._normalize(max_pool(h), p[f"gamma{i}"], p[f"beta{i}"], i, models, k))
-                continue
-            # ReLU, then pooling. (In training, pooling first would give the same finite values with
-            # a quarter of the ReLUs, but the two kernels treat NaN differently: an overflowing model
-            # then kept a finite loss and was not marked diverged, measured.)
-            h = self._normalize(h, p[f"gamma{i}"], p[f"beta{i}"], i, models, k)
-            h = relu_pool(h) if pooled else F.relu(h)
+            pooled, gamma, beta = i < len(self.widths) - 1, p[f"gamma{i}"], p[f"beta{i}"]
+            if pooled and self._pool_first(gamma, i, models):
+                h = F.relu(self._normalize(max_pool(h), gamma, beta, i, models, k))
+            else:
+                # ReLU, then pooling. (In training, pooling first would give the same finite values
+                # with a quarter of the ReLUs, but the two kernels treat NaN differently: an
+                # overflowing model then kept a finite loss and was not marked diverged, measured.)
+                h = self._normalize(h, gamma, beta, i, models, k)
+                h = relu_pool(h) if pooled else F.relu(h)
         b = h.shape[0]
         h = h.mean(dim=(2, 3)).view(b, k, -1)
         return torch.einsum("bmc,moc->mbo", h, p["fc_w"]) + p["fc_b"][:, None, :]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import ctypes
-import ctypes.util
+import functools
 import json
 import math
 import platform
@@ -109,6 +109,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _KEEP_BYTES = 2**31 - 1  # the largest value mallopt's int takes: in effect, never give memory back
 
 
+@functools.cache  # process-wide: once per process is enough
 def reuse_freed_memory() -> str:
     """Ask glibc's malloc to keep the memory a training step frees for the next step.
 
@@ -119,11 +120,10 @@ def reuse_freed_memory() -> str:
     setting is process-wide, never changes a number (it moves no arithmetic), and costs the
     process its peak memory for its lifetime. Returns what the provenance records: ``kept`` where
     glibc took the setting, ``default`` elsewhere (macOS, Windows, musl)."""
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.CDLL(None)  # the symbols the process has loaded, the C library's among them
         kept = libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES) and libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES)
-    except (OSError, AttributeError, TypeError):  # no C library found by that name, or no mallopt
+    except (OSError, AttributeError, TypeError):  # no such handle (Windows), or no mallopt
         return "default"
     return "kept" if kept else "default"
 
