@@ -58,11 +58,23 @@ def test_report_numbers_are_consistent(report):
         assert r["peak_fraction"] == pytest.approx(r["tflops"] / report["reference_peak_tflops"])
         if r["variant"] == "separate":
             assert r["vs_separate"] == pytest.approx(1.0)
+        assert 0 < r["conv_share"] <= 1
+        assert r["conv_ceiling"] == pytest.approx(r["model_epochs_per_s"] / r["conv_share"])
     best = max((r for r in report["rows"] if r["M"] == 3), key=lambda r: r["model_epochs_per_s"])
     assert report["figure_model_epochs"] == figure_model_epochs("smoke")
     assert report["projected_s"] == pytest.approx(figure_model_epochs("smoke") / best["model_epochs_per_s"])
     assert report["precision"] == "fp32" and "fp32 matmul" in report["summary"]
     assert "projected" in report["summary"] and "model-epochs/s" in report["summary"]
+
+
+def test_the_convolution_share_counts_convolutions_and_nothing_else():
+    """A step that is one large convolution spends most of its time in it; a step without one, none;
+    a GPU's kernels are not on the host's clock, so there it is not measured."""
+    cpu = torch.device("cpu")
+    x, w = torch.randn(16, 32, 32, 32), torch.randn(64, 32, 3, 3)
+    assert bench.conv_share(lambda: torch.nn.functional.conv2d(x, w), cpu, 3) > 0.5
+    assert bench.conv_share(lambda: (x @ x).sum(), cpu, 3) == 0
+    assert math.isnan(bench.conv_share(lambda: None, torch.device("cuda"), 3))
 
 
 def test_cli_bench_prints_table_and_writes_json(tmp_path, capsys):

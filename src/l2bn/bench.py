@@ -14,15 +14,20 @@ Warm-up steps are excluded, each figure is the median of several timed repeats, 
 with synchronisation. FLOPs come from the architecture: 2·H·W·C_in·C_out·9 per convolution, ×3 for
 a training step. The reference peak is measured on the spot (a large fp32 matrix product), so the
 fraction of peak is relative to what this device reaches in its best case at that precision
-(fp32; tf32, TF32 tensor cores on a GPU; bf16, bfloat16 autocast with float32 master weights).
+(fp32; tf32, TF32 tensor cores on a GPU; bf16, bfloat16 autocast with float32 master weights). On a
+CPU one more run of the steps goes through ``torch.profiler`` for the share of the step spent in
+the convolutions' kernels (forward and backward): what a variant would reach if everything else
+cost nothing is its ceiling with these kernels.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -87,6 +92,24 @@ def measured_peak_tflops(device: torch.device, precision: str = "fp32", n: int |
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def conv_share(step: Callable[[], Any], device: torch.device, steps: int) -> float:
+    """The fraction of the wall time of ``steps`` calls of ``step`` (on a CPU) spent in convolution
+    kernels: the self time of every profiled operator whose name contains ``conv`` (forward,
+    backward and their dispatch), over the profiled run's wall time; NaN on a GPU, whose kernels
+    run apart from the host's clock."""
+    if device.type != "cpu":
+        return math.nan
+    step()  # warm, as the timed runs are
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler's own log: no GPU-count error on a CPU
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()  # after the profiler has started
+        for _ in range(steps):
+            step()
+        wall_us = (time.perf_counter() - t0) * 1e6
+    conv_us = sum(e.self_cpu_time_total for e in prof.key_averages() if "conv" in e.key.lower())
+    return min(1.0, conv_us / wall_us)
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -222,11 +245,13 @@ def _timed_rows(profile: str, ms: tuple[int, ...], dev: torch.device, steps: int
             step = _variant_step(variant, m, widths, batch, dev, optimizer, precision, len(p["l2s"]))
             with numeric_precision(precision):
                 sec = _time_steps(step, dev, steps, repeats)
+                share = conv_share(step, dev, steps)
             tflops = m * batch * flops_img / sec / 1e12
             row = {
                 "M": m, "variant": variant, "s_per_step": sec,
                 "model_epochs_per_s": m / (sec * steps_per_epoch),
                 "tflops": tflops, "peak_fraction": tflops / peak,
+                "conv_share": share, "conv_ceiling": m / (sec * steps_per_epoch) / share,
                 "peak_mem_mb": _peak_memory_mb(dev),
             }
             rows.append(row)
@@ -260,7 +285,7 @@ def _with_summary(report: dict[str, Any], largest: int) -> dict[str, Any]:
         f"{best['variant']} with {best['model_epochs_per_s']:.3g} model-epochs/s "
         f"({best.get('vs_separate', float('nan')):.2g}× separate, "
         f"{best['tflops']:.3g} TFLOP/s = {best['peak_fraction']:.1%} of a measured "
-        f"{peak:.3g} TFLOP/s {precision} matmul); {profile} profile's Figures 1–4 "
+        f"{peak:.3g} TFLOP/s {precision} matmul{_ceiling(best)}); {profile} profile's Figures 1–4 "
         f"({model_epochs} model-epochs of training) projected at {projected_s / 60:.3g} min; the "
         f"book's {len(book_specs(profile))} grids with their evaluations, all seeds, on {workers} "
         f"worker(s){' of ' + on if on else ''}: projected {book_s / 60:.3g} min, "
@@ -269,6 +294,14 @@ def _with_summary(report: dict[str, Any], largest: int) -> dict[str, Any]:
     )
     return {**report, "figure_model_epochs": model_epochs, "projected_s": projected_s,
             "projected_book_grids_s": book_s, "measured_book_grids_s": measured, "summary": summary}
+
+
+def _ceiling(row: dict[str, Any]) -> str:
+    """What the summary says of a row's convolution share (nothing where it was not measured)."""
+    if math.isnan(row["conv_share"]):
+        return ""
+    return (f"; convolutions {row['conv_share']:.0%} of its step, so at most "
+            f"{row['conv_ceiling']:.3g} model-epochs/s if all else cost nothing")
 
 
 def _workers(dev: torch.device, threads: int | None = 1) -> int:

@@ -300,7 +300,7 @@ def _bench(args: argparse.Namespace) -> None:
     report = run_bench(args.profile, tuple(args.ms), args.device, args.steps, args.repeats,
                        optimizer=args.optimizer, precision=args.precision, threads=args.threads)
     cols = ("M", "variant", "model_epochs_per_s", "vs_separate", "tflops", "peak_fraction",
-            "peak_mem_mb")
+            "conv_share", "conv_ceiling", "peak_mem_mb")
     print("  ".join(f"{c:>18}" for c in cols))
     for row in report["rows"]:
         print("  ".join(f"{row.get(c, float('nan')):>18.4g}" if not isinstance(row.get(c), str)
