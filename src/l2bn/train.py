@@ -255,7 +255,7 @@ def train_step(
     the update rule's measures of each conv layer (``GridOptimizer.step``: angular update, squared
     gradient at unit norm). A model whose loss is not finite is marked dead and not updated; the
     rows and loop passes no longer compute a block whose models are all dead (their loss is NaN
-    from then on).
+    from then on), and once every model is dead the step updates nothing and returns no measures.
     With ``precision='bf16'`` the forward pass runs under bfloat16 autocast; the loss, gradients,
     weights and optimiser state stay float32."""
     dead = None if net.impl == "wide" else (~alive).tolist()
@@ -266,12 +266,14 @@ def train_step(
     loss = F.cross_entropy(logits.reshape(m * b, c), y.repeat(m), reduction="none").view(m, b)
     loss = loss.mean(dim=1)
     alive = alive & torch.isfinite(loss)
+    err = (logits.detach().argmax(dim=-1) != y).float().mean(dim=1)
+    if not loss.requires_grad:  # the rows or loop pass left out every block: all models are dead
+        return loss, err, alive, {}
     net.zero_grad(set_to_none=True)  # backward then writes each gradient, not adds it to zeros
     # Summed, not averaged, so each model gets exactly its own gradient; a dead model's NaNs stay
     # in its own slice of every tensor.
     loss.sum().backward()
     measures = opt.step(lr_scale, alive)
-    err = (logits.detach().argmax(dim=-1) != y).float().mean(dim=1)
     return loss.detach(), err, alive, measures
 
 
