@@ -19,7 +19,7 @@ SOLUTIONS ?= show
 REPOSITORY_URL ?=
 export L2BN_REPOSITORY_URL := $(REPOSITORY_URL)
 
-.PHONY: help venv test lint book chapter handouts sweep bench speedcheck info clean
+.PHONY: help venv test lint book chapter handouts sweep bench speedcheck gpubench info clean
 
 help:
 	@echo "make book     build the site (PROFILE=$(PROFILE) DATASET=$(DATASET) DEVICE=$(DEVICE) EXECUTOR=$(EXECUTOR))"
@@ -32,6 +32,7 @@ help:
 	@echo "make bench    ARGS='--profile quick --ms 1,7'                  speed report"
 	@echo "make speedcheck OLD=8101fca   the quick book from scratch at OLD and at HEAD, and the ratio"
 	@echo "              ARGS=--grids: only the paper's five grids, the same work at both commits"
+	@echo "make gpubench the paper profile's bench on a GPU at fp32, tf32 and bf16 (JSON in bench-gpu/)"
 	@echo "make clean    remove built pages (results in data/results are kept)"
 
 $(STAMP): pyproject.toml requirements.lock
@@ -59,6 +60,11 @@ bench: $(STAMP)
 OLD ?= 8101fca
 speedcheck: $(STAMP)
 	$(PY) bench/speedcheck.py --old $(OLD) $(ARGS)
+
+# The GPU figures: `l2bn bench` on the paper profile at fp32, tf32 and bf16 (bench/gpu.sh; on a lent
+# GPU machine without this venv: bash bench/gpu.sh).
+gpubench: $(STAMP)
+	PYTHON=$(PY) bash bench/gpu.sh
 
 info: $(STAMP)
 	$(VENV)/bin/l2bn info

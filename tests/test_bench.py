@@ -163,3 +163,23 @@ def test_the_bench_runs_on_the_threads_asked_and_projects_the_book_on_one_thread
     assert r["projected_book_grids_s"] > model_epochs / best / os.cpu_count()  # evaluations on top
     with pytest.raises(ParameterError, match="^threads: must be a positive integer; got 0"):
         run_bench("smoke", ms=(1,), device="cpu", threads=0)
+
+
+def test_the_gpu_script_writes_a_report_per_precision(tmp_path):
+    """bench/gpu.sh, the one call a lent GPU machine gets, run here on a CPU at the smoke size: one
+    JSON report for each precision, each saying which precision it measured."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "DEVICE": "cpu",
+           "PROFILE": "smoke", "MS": "1", "STEPS": "1", "REPEATS": "1"}
+    done = subprocess.run(["bash", str(repo / "bench" / "gpu.sh")], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    for precision in ("fp32", "tf32", "bf16"):
+        report = json.loads((tmp_path / f"bench-smoke-{precision}.json").read_text())
+        assert report["precision"] == precision and report["profile"] == "smoke"
+        assert {r["variant"] for r in report["rows"]} == {"wide", "rows", "loop", "separate"}
+
