@@ -135,21 +135,6 @@ def test_a_grid_that_would_leave_a_worker_idle_is_split_and_joined_bit_for_bit(n
     assert again.state == "cached"
 
 
-def test_only_the_grids_left_over_are_split(npz, tmp_path):
-    """Three grids on two workers: the two larger train whole, one on each worker, and only the
-    smallest is cut in two for the workers to share at the end (each part is a process of its own)."""
-    big = replace(tiny_spec(npz["tiny"], "nesterov"), lrs=(0.01, 0.03, 0.1))
-    specs = [replace(big, l2s=(1e-4, 1e-3)), replace(big, lrs=(0.01, 0.1)), big]
-    out = tmp_path / "out"
-    tasks = run_specs(specs, "local", device="cpu", impl="loop", out=out, progress=False, workers=2,
-                      log=Log())
-    joined = [t.result.provenance.get("joined_from") for t in tasks]
-    assert all(t.state == "done" for t in tasks) and joined[0] is None and joined[2] is None
-    assert [p["lrs"] for p in joined[1]] == [[0.01], [0.1]]
-    whole = run_sweep(specs[1], device="cpu", impl="loop", out=tmp_path / "here", progress=False, log=Log())
-    assert result_path(specs[1], out).read_bytes() == whole.path.read_bytes()
-
-
 def test_the_split_decision_races_the_passes_on_a_workers_thread_count(npz, tmp_path, monkeypatch):
     """With ``impl='auto'`` the pass that decides the split is raced on the threads each worker will
     have (one of two), not on the parent's two: a race on two threads can pick the wide pass that a

@@ -142,8 +142,8 @@ class _Run:
 @dataclass(eq=False)  # one task per spec; told apart by identity
 class Task:
     """One spec's fate: ``cached``, ``pending``, ``running``, ``done`` or ``failed``; a failed one
-    carries its error (and the exception itself when it came back whole) and its log. A task of a
-    fan-out that splits grids carries the pass raced for it in ``impl`` (None: the fan-out's own)."""
+    carries its error (and the exception itself when it came back whole) and its log. A sub-grid's
+    task carries the pass of its whole grid in ``impl`` (None: the fan-out's own)."""
 
     spec: SweepSpec
     state: str = "pending"
@@ -400,29 +400,23 @@ def split_for_balance(todo: list[Task], run: _Run, n_slots: int, log: Callable[[
     """The tasks to run on ``n_slots`` CPU workers, largest first, and each split task's parts.
 
     When the grids do not divide evenly among the workers (five grids on two cores would leave one
-    core idle while the fifth trains), the smallest grids left over are each cut into ``n_slots``
-    sub-grids along η (``results.grid_parts``), which the workers share at the end; the others stay
-    whole, as every sub-grid costs a worker process of its own (about 5 s to start, load and store).
-    Every grid of such a fan-out trains with the faster of the passes that compute each row of the
-    grid on its own (``model.SPLITTABLE``: rows and loop), raced once on a worker's threads, so
-    that a part gives its models' numbers bit for bit; the parts already stored are reused. The
-    wide pass is left out of that race: its grouped convolutions round differently for another
-    number of models (measured), and on one thread the rows pass computes a 25-model grid as fast
-    (0.411 against 0.409 s per step). A grid given ``impl='wide'``, or with a checkpoint of its own
-    to resume from, stays whole."""
+    core idle while the fifth trains), every grid is cut into ``n_slots`` sub-grids along η
+    (``results.grid_parts``) and trained with the faster of the passes that compute each row of the
+    grid on its own (``model.SPLITTABLE``: rows and loop), so that a part gives its models' numbers
+    bit for bit; the parts already stored are reused. The wide pass is left out of that race: its
+    grouped convolutions round differently for another number of models (measured), and on one
+    thread the rows pass computes a 25-model grid as fast (0.411 against 0.409 s per step). A grid
+    given ``impl='wide'``, or with a checkpoint of its own to resume from, stays whole."""
     if n_slots < 2 or len(todo) % n_slots == 0 or resolve_device(run.device).type != "cpu":
         return todo, {}
-    todo = sorted(todo, key=lambda t: -t.spec.n_models)
-    whole = len(todo) - len(todo) % n_slots  # the grids that keep the workers busy as they are
     runs, split = [], {}
     threads = max(1, torch.get_num_threads() // n_slots)  # the pass is raced as a worker will run it
-    for i, task in enumerate(todo):
-        parts = grid_parts(task.spec, n_slots if i >= whole else 1)
-        impl = (run.impl if run.impl != "auto" or task.spec.n_models == 1
+    for task in todo:
+        parts = grid_parts(task.spec, n_slots)
+        impl = (run.impl if run.impl != "auto" or len(parts) == 1
                 else grid_impl(task.spec, run.device, threads, SPLITTABLE))
-        resumes = checkpoint_path(result_path(task.spec, run.out)).exists()
-        if len(parts) == 1 or impl not in SPLITTABLE or resumes:
-            task.impl = None if resumes else impl  # a checkpoint resumes on its own pass
+        if (len(parts) == 1 or impl not in SPLITTABLE
+                or checkpoint_path(result_path(task.spec, run.out)).exists()):  # resumes whole
             runs.append(task)
             continue
         split[task] = [Task(part, impl=impl) for part in parts]
