@@ -110,6 +110,18 @@ browser:
 
 test: browser
 
+# A C compiler for the fused normalisation kernel (src/l2bn/fused.py), which its test requires (the
+# Debian package gcc, installed only when there is no cc; without one, training uses PyTorch's kernels).
+.PHONY: compiler
+compiler:
+	@if ! command -v cc >/dev/null && ! command -v gcc >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "installing gcc (apt-get) for the fused kernel"; \
+	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y gcc; \
+	fi
+
+test: compiler
+
 # Slurm and munge for the executor's test on a one-node cluster (Debian packages; installed only
 # when missing).
 .PHONY: slurm

@@ -10,6 +10,8 @@ random uint8 images of CIFAR-10's size (speed does not depend on the pixels):
   separate  M ordinary single-model runs, each with its own ``torch.optim`` optimiser for the same
             update rule (the library's update for one model where torch.optim has no such rule)
 
+The passes normalise, rectify and pool with the kernels a training run would use on the device
+(``fused.run_kernels``: one fused kernel on a CPU); the separate runs with PyTorch's, as a user would.
 Warm-up steps are excluded, each figure is the median of several timed repeats, and CUDA is timed
 with synchronisation. FLOPs come from the architecture: 2·H·W·C_in·C_out·9 per convolution, ×3 for
 a training step. The reference peak is measured on the spot (a large fp32 matrix product), so the
@@ -35,6 +37,7 @@ import torch
 from .chapter import AFTER_PAPER_GRIDS
 from .data import translate_flip
 from .errors import ParameterError
+from .fused import run_kernels
 from .model import PASSES, WideNet
 from .optim import GridOptimizer
 from .profiles import default_grid, get_profile
@@ -168,7 +171,7 @@ def _variant_step(variant: str, m: int, widths, batch: int, device, optimizer: s
     std = torch.full((3,), 64.0, device=device)
     batch_in = lambda: to_input(translate_flip(x_u8, MAX_SHIFT, gen), mean, std)  # noqa: E731
     if variant in PASSES:
-        net = WideNet(m, widths, row=row).to(device)
+        net = WideNet(m, widths, row=row, kernels=run_kernels(device, precision)).to(device)
         net.impl = variant
         eta = torch.full((m,), 0.01, device=device)
         opt = GridOptimizer(optimizer, net.param_roles(), eta, torch.full((m,), 1e-4, device=device))
@@ -262,6 +265,7 @@ def _timed_rows(profile: str, ms: tuple[int, ...], dev: torch.device, steps: int
                 row["vs_separate"] = row["model_epochs_per_s"] / base
     return {"device": str(dev), "profile": profile, "widths": widths, "batch_size": batch,
             "optimizer": optimizer, "precision": precision, "malloc": malloc,
+            "kernels": run_kernels(dev, precision),  # of the passes; the separate runs use PyTorch's
             "threads": torch.get_num_threads() if dev.type == "cpu" else None,
             "reference_peak_tflops": peak, "rows": rows}
 
@@ -281,7 +285,7 @@ def _with_summary(report: dict[str, Any], largest: int) -> dict[str, Any]:
     summary = (
         f"{dev.type} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}), "
         f"{profile} network {report['widths']} batch {report['batch_size']}, {report['optimizer']}, "
-        f"{precision}{', ' + on if on else ''}: best at M={best['M']} is "
+        f"{precision}, {report['kernels']} kernels{', ' + on if on else ''}: best at M={best['M']} is "
         f"{best['variant']} with {best['model_epochs_per_s']:.3g} model-epochs/s "
         f"({best.get('vs_separate', float('nan')):.2g}× separate, "
         f"{best['tflops']:.3g} TFLOP/s = {best['peak_fraction']:.1%} of a measured "

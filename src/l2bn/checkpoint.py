@@ -23,9 +23,9 @@ from .model import PASSES, WideNet
 from .optim import GridOptimizer
 from .spec import SweepSpec, code_version
 
-CHECKPOINT_FORMAT = 2
-_KEYS = ("format", "spec", "code_version", "device_type", "epoch", "impl", "net", "opt", "gen", "alive",
-         "diverged_epoch", "rows", "elapsed")
+CHECKPOINT_FORMAT = 3
+_KEYS = ("format", "spec", "code_version", "device_type", "epoch", "impl", "kernels", "net", "opt", "gen",
+         "alive", "diverged_epoch", "rows", "elapsed")
 
 
 @dataclass
@@ -102,13 +102,17 @@ class Checkpoint:
 
     def resume(self, state: TrainState, impl: str, log: Callable[[str], None]) -> bool:
         """Load the saved state into ``state`` (a fresh one of the same spec) and say whether there
-        was one. A damaged or foreign checkpoint is reported through ``log`` and removed. The
+        was one. A damaged or foreign checkpoint, or one computed with other kernels than
+        ``state``'s (``fused.run_kernels``), is reported through ``log`` and removed. The
         implementation is the checkpoint's whatever ``impl`` asks, so that the numbers match an
         unbroken run."""
         if not self.path.exists():
             return False
         try:
             ck, self.sha256 = load_checkpoint(self.path, self.spec, self.device)
+            if ck["kernels"] != state.net.kernels:
+                raise DamagedFile(f"it was computed with the {ck['kernels']} kernels, this run has the "
+                                  f"{state.net.kernels} ones")
         except DamagedFile as err:
             log(f"l2bn: cannot resume from checkpoint {self.path}: {err}; starting from scratch")
             discard_checkpoint(self.path)
@@ -130,7 +134,7 @@ class Checkpoint:
         self.sha256 = save_checkpoint({
             "format": CHECKPOINT_FORMAT, "spec": self.spec.to_dict(), "code_version": code_version(),
             "device_type": self.device.type, "epoch": state.epoch, "impl": state.impl,
-            "net": state.net.state_dict(), "opt": state.opt.state_dict(), "gen": state.generator.get_state(),
-            "alive": state.alive, "diverged_epoch": state.diverged_epoch, "rows": state.rows,
-            "elapsed": state.elapsed,
+            "kernels": state.net.kernels, "net": state.net.state_dict(), "opt": state.opt.state_dict(),
+            "gen": state.generator.get_state(), "alive": state.alive,
+            "diverged_epoch": state.diverged_epoch, "rows": state.rows, "elapsed": state.elapsed,
         }, self.path, previous_sha256=self.sha256)

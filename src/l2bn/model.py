@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fused
 from .scale import unit_norms
 
 NORMS = ("batch", "weight", "layer", "none")
@@ -79,7 +80,9 @@ class WideNet(nn.Module):
       ``fc_w`` (M, 10, C_4), ``fc_b`` (M, 10): the classifier.
     Every model starts from the same initial weights, drawn from ``seed``, so that differences
     across a grid come from η and λ alone. ``row`` is the number of models the rows pass computes
-    together (a grid's λ values; by default all M); ``impl`` names the pass (``PASSES``).
+    together (a grid's λ values; by default all M); ``impl`` names the pass (``PASSES``), and
+    ``kernels`` (``fused.KERNELS``) whether a training step normalises, rectifies and pools with
+    one fused CPU kernel (``fused``) or with PyTorch's (``native``).
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class WideNet(nn.Module):
         n_classes: int = 10,
         seed: int = 0,
         row: int | None = None,
+        kernels: str = "native",
     ):
         super().__init__()
         if norm not in NORMS:
@@ -98,7 +102,7 @@ class WideNet(nn.Module):
             raise ValueError(f"widths: the network has four conv layers; got {widths}")
         self.n_models, self.widths, self.norm = n_models, tuple(widths), norm
         self.row = row or n_models
-        self.impl = "wide"
+        self.impl, self.kernels = "wide", kernels
         g = torch.Generator().manual_seed(seed)
         c_in = 3
         for i, c in enumerate(widths):
@@ -165,6 +169,9 @@ class WideNet(nn.Module):
             pooled, gamma, beta = i < len(self.widths) - 1, p[f"gamma{i}"], p[f"beta{i}"]
             if pooled and self._pool_first(gamma, i, models):
                 h = F.relu(self._normalize(max_pool(h), gamma, beta, i, models, k))
+            elif pooled and self._fused(h):
+                h = fused.batch_norm_relu_pool(h, gamma.reshape(-1), beta.reshape(-1),
+                                               *self._running_stats(i, models), 0.1, EPS)
             else:
                 # ReLU, then pooling. (In training, pooling first would give the same finite values
                 # with a quarter of the ReLUs, but the two kernels treat NaN differently: an
@@ -186,14 +193,22 @@ class WideNet(nn.Module):
         scale = gamma.reshape(-1) * torch.rsqrt(getattr(self, f"running_var{i}")[models].reshape(-1) + EPS)
         return bool(((scale > 0) & torch.isfinite(scale)).all())
 
+    def _fused(self, h: torch.Tensor) -> bool:
+        """Whether a training step's batch normalisation, ReLU and pooling of ``h`` run as one fused
+        kernel: ``kernels`` is ``fused`` and the kernel takes ``h`` (``fused.applies``)."""
+        return self.kernels == "fused" and self.training and self.norm == "batch" and fused.applies(h)
+
+    def _running_stats(self, i: int, models: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer ``i``'s running mean and variance of ``models``: views of the (M, C) buffers, so
+        that the statistics update in place per model."""
+        return (getattr(self, f"running_mean{i}")[models].view(-1),
+                getattr(self, f"running_var{i}")[models].view(-1))
+
     def _normalize(self, h: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, i: int,
                    models: slice, k: int) -> torch.Tensor:
         gamma, beta = gamma.reshape(-1), beta.reshape(-1)
         if self.norm == "batch":
-            # Views of the (M, C) buffers, so running statistics update in place per model.
-            mean = getattr(self, f"running_mean{i}")[models].view(-1)
-            var = getattr(self, f"running_var{i}")[models].view(-1)
-            return F.batch_norm(h, mean, var, gamma, beta, self.training, 0.1, EPS)
+            return F.batch_norm(h, *self._running_stats(i, models), gamma, beta, self.training, 0.1, EPS)
         if self.norm == "layer":
             # Statistics over all units of one model's layer, per image: one fused kernel, about
             # 1.5× faster per training step than the mean, variance and division written out.

@@ -36,7 +36,8 @@ EVALUATIONS = ("phase_ends", "every")
 BUILTIN_SIZES = {"synthetic": (50000, 10000), "cifar10": (50000, 10000)}  # (train, test) images
 MAX_SEED = 2**63 - 1
 # The modules whose code decides the numbers a sweep produces (checkpoint.py: those of a resumed run).
-NUMERIC_CODE = ("data.py", "model.py", "optim.py", "rules.py", "scale.py", "train.py", "checkpoint.py")
+NUMERIC_CODE = ("data.py", "model.py", "fused.py", "bn_relu_pool.c", "optim.py", "rules.py", "scale.py",
+                "train.py", "checkpoint.py")
 
 
 def code_version() -> str:

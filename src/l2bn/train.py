@@ -31,6 +31,7 @@ from . import store
 from .checkpoint import Checkpoint, TrainState
 from .data import Dataset, data_root, load_dataset, translate_flip
 from .errors import ParameterError
+from .fused import run_kernels
 from .model import NORMS, PASSES, WideNet
 from .optim import GridOptimizer
 from .rules import get_rule
@@ -174,7 +175,7 @@ def remembered_impl(net: WideNet, x: torch.Tensor, y: torch.Tensor, precision: s
     dev = x.device
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu×{torch.get_num_threads()}"
     key = (f"{platform.node()}|{name}|torch {torch.__version__}|M={net.n_models}|row={net.row}|"
-           f"widths={net.widths}|norm={net.norm}|batch={len(x)}|{precision}|{','.join(passes)}")
+           f"widths={net.widths}|norm={net.norm}|batch={len(x)}|{precision}|{net.kernels}|{','.join(passes)}")
     path = data_root() / "impl_choices.json"
     # Grids trained side by side share the file: one measures, the others wait and read its choice.
     with store.waiting(path.with_suffix(".lock")):
@@ -214,8 +215,9 @@ def grid_impl(spec: SweepSpec, device: str = "auto", threads: int | None = None,
     dev = validate_params(spec, device)
     reuse_freed_memory()  # the pass is raced under the allocator it will train with
     data = load_spec_data(spec)
-    net = WideNet(spec.n_models, spec.widths, spec.norm, seed=spec.seed, row=len(spec.l2s)).to(dev)
-    with torch_threads(threads or torch.get_num_threads()):
+    with torch_threads(threads or torch.get_num_threads()):  # the kernels depend on the threads
+        net = WideNet(spec.n_models, spec.widths, spec.norm, seed=spec.seed, row=len(spec.l2s),
+                      kernels=run_kernels(dev, spec.precision)).to(dev)
         return _start_impl(net, data.to(dev), tuple(s.to(dev) for s in data.channel_stats), spec, "auto",
                            passes)
 
@@ -395,7 +397,8 @@ def new_state(spec: SweepSpec, dev: torch.device) -> TrainState:
     """The start of a run: the M models with the same initial weights (seeded by ``spec.seed``), the
     update rule with each model's η and λ, and the generator of data order and augmentation."""
     m = spec.n_models
-    net = WideNet(m, spec.widths, spec.norm, seed=spec.seed, row=len(spec.l2s)).to(dev)
+    net = WideNet(m, spec.widths, spec.norm, seed=spec.seed, row=len(spec.l2s),
+                  kernels=run_kernels(dev, spec.precision)).to(dev)
     eta = torch.tensor([lr for lr, _ in spec.grid], device=dev)
     lam = torch.tensor([l2 for _, l2 in spec.grid], device=dev)
     opt = GridOptimizer(spec.optimizer, net.param_roles(), eta, lam, **dict(spec.hyper))
@@ -462,6 +465,7 @@ def run_facts(spec: SweepSpec, dev: torch.device, state: TrainState, data: Datas
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "impl": state.impl,
+        "kernels": state.net.kernels,  # normalisation, ReLU and pooling: fused or PyTorch's (fused.py)
         # On a CPU the thread count can change the rounding of reductions: part of "same machine".
         "threads": torch.get_num_threads() if dev.type == "cpu" else None,
         "malloc": malloc,  # freed memory kept for reuse, or the C library's default (speed only)

@@ -59,6 +59,11 @@ def _garbage_with_matching_sum(path: Path) -> None:
     store.write_checked(path, os.urandom(4096), meta={"epoch": 1})
 
 
+def _other_kernels(path: Path) -> str:
+    """The kernels the checkpoint at ``path`` was not computed with."""
+    return {"fused": "native"}.get(torch.load(path)["kernels"], "fused")
+
+
 # name, damage (given the checkpoint path), the reason the log must give
 CHECKPOINT_DAMAGE = [
     ("truncated", lambda p: rewrite(p, p.read_bytes()[: p.stat().st_size // 2]), "does not match"),
@@ -74,6 +79,7 @@ CHECKPOINT_DAMAGE = [
     ("another format", lambda p: _resave(p, format=1), "format"),
     ("another device", lambda p: _resave(p, device_type="cuda"), "written on cuda"),
     ("epoch out of range", lambda p: _resave(p, epoch=99), "out of range"),
+    ("other kernels", lambda p: _resave(p, kernels=_other_kernels(p)), "kernels, this run has the"),
 ]
 
 

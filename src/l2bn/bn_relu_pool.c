@@ -1,0 +1,144 @@
+/* Batch normalisation with the batch's statistics, ReLU and 2x2 max-pooling as one pass over a
+   layer's activations, forward and backward (fused.py builds this file and calls it).
+
+   Activations are float32 in channels-last order: x[p * C + c], p = (n * H + h) * W + w, H and W
+   even. Every loop runs over the channels innermost, one independent lane per channel, so the
+   compiler vectorises it without reordering any sum: the numbers do not depend on the vector
+   width. Sums are accumulated in double, pixel by pixel. Built with -ffp-contract=off, so no
+   multiply and add is fused into one rounding. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#define NO_GRAD 4 /* in idx: the window's maximum is <= 0, so the ReLU stops its gradient */
+
+/* Each channel's mean and biased variance over the P pixels (two passes: no cancellation). */
+static void channel_stats(const float *restrict x, int64_t P, int64_t C, double *restrict mean,
+                          double *restrict var) {
+    for (int64_t c = 0; c < C; c++) mean[c] = var[c] = 0.0;
+    for (int64_t p = 0; p < P; p++)
+        for (int64_t c = 0; c < C; c++) mean[c] += x[p * C + c];
+    for (int64_t c = 0; c < C; c++) mean[c] /= (double)P;
+    for (int64_t p = 0; p < P; p++)
+        for (int64_t c = 0; c < C; c++) {
+            double d = x[p * C + c] - mean[c];
+            var[c] += d * d;
+        }
+    for (int64_t c = 0; c < C; c++) var[c] /= (double)P;
+}
+
+/* One 2x2 window (pixels x0 x1 / x2 x3), every channel: y = x a + b, the ReLU, the maximum and
+   where it is (0-3, or NO_GRAD). A NaN stays NaN through the ReLU and wins the window, and a tie
+   goes to the first of the window, as in PyTorch's relu and max_pool2d. (This function and the
+   two below are kept apart, noinline, so each loop is vectorised on its own restrict pointers.) */
+__attribute__((noinline)) static void pool_window(
+    const float *restrict x0, const float *restrict x1, const float *restrict x2,
+    const float *restrict x3, const float *restrict a, const float *restrict b,
+    float *restrict out, int32_t *restrict idx, int64_t C) {
+    for (int64_t c = 0; c < C; c++) {
+        float y0 = x0[c] * a[c] + b[c], y1 = x1[c] * a[c] + b[c];
+        float y2 = x2[c] * a[c] + b[c], y3 = x3[c] * a[c] + b[c];
+        y0 = y0 < 0 ? 0 : y0; y1 = y1 < 0 ? 0 : y1; y2 = y2 < 0 ? 0 : y2; y3 = y3 < 0 ? 0 : y3;
+        float m1 = (y1 > y0 || y1 != y1) ? y1 : y0;
+        int32_t k = (y1 > y0 || y1 != y1) ? 1 : 0;
+        float m2 = (y2 > m1 || y2 != y2) ? y2 : m1;
+        k = (y2 > m1 || y2 != y2) ? 2 : k;
+        float m = (y3 > m2 || y3 != y3) ? y3 : m2;
+        k = (y3 > m2 || y3 != y3) ? 3 : k;
+        out[c] = m;
+        idx[c] = m <= 0 ? NO_GRAD : k;
+    }
+}
+
+/* out, idx: (N, H/2, W/2, C); mean_out, var_out: the batch's mean and biased variance (C). */
+void bn_relu_pool_forward(const float *x, int64_t N, int64_t H, int64_t W, int64_t C,
+                          const float *gamma, const float *beta, double eps, float *out,
+                          int32_t *idx, float *mean_out, float *var_out) {
+    double *mean = malloc(C * sizeof(double)), *var = malloc(C * sizeof(double));
+    float *a = malloc(C * sizeof(float)), *b = malloc(C * sizeof(float));
+    channel_stats(x, N * H * W, C, mean, var);
+    for (int64_t c = 0; c < C; c++) {
+        double invstd = 1.0 / sqrt(var[c] + eps);
+        a[c] = (float)(gamma[c] * invstd);
+        b[c] = (float)(beta[c] - mean[c] * gamma[c] * invstd);
+        mean_out[c] = (float)mean[c];
+        var_out[c] = (float)var[c];
+    }
+    int64_t Ho = H / 2, Wo = W / 2;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t i = 0; i < Ho; i++)
+            for (int64_t j = 0; j < Wo; j++) {
+                const float *x0 = x + ((n * H + 2 * i) * W + 2 * j) * C;
+                int64_t o = ((n * Ho + i) * Wo + j) * C;
+                pool_window(x0, x0 + C, x0 + W * C, x0 + W * C + C, a, b, out + o, idx + o, C);
+            }
+    free(mean); free(var); free(a); free(b);
+}
+
+/* One window's share of the sums of dy and of dy * xhat, dy being the pooled gradient at the
+   window's maximum (zero where the ReLU stopped it). */
+__attribute__((noinline, optimize("no-trapping-math"))) static void window_sums(
+    const float *restrict x0, const float *restrict x1, const float *restrict x2,
+    const float *restrict x3, const float *restrict grad, const int32_t *restrict idx,
+    const float *restrict mean, const float *restrict invstd, double *restrict sdy,
+    double *restrict sdyx, int64_t C) {
+    for (int64_t c = 0; c < C; c++) {
+        int32_t k = idx[c];
+        float g = grad[c], v0 = x0[c], v1 = x1[c], v2 = x2[c], v3 = x3[c];
+        g = k == NO_GRAD ? 0.0f : g;
+        float xv = k == 0 ? v0 : k == 1 ? v1 : k == 2 ? v2 : v3;
+        sdy[c] += g;
+        sdyx[c] += (double)(g * ((xv - mean[c]) * invstd[c]));
+    }
+}
+
+/* Pixel q (0-3) of each window: dx = k1 (dy - k2 - xhat k3). */
+__attribute__((noinline, optimize("no-trapping-math"))) static void pixel_grad(
+    const float *restrict x, const float *restrict grad, const int32_t *restrict idx, int32_t q,
+    const float *restrict mean, const float *restrict invstd, const float *restrict k1,
+    const float *restrict k2, const float *restrict k3, float *restrict dx, int64_t C) {
+    for (int64_t c = 0; c < C; c++) {
+        float g = grad[c];
+        g = idx[c] == q ? g : 0.0f;
+        float xh = (x[c] - mean[c]) * invstd[c];
+        dx[c] = k1[c] * (g - k2[c] - xh * k3[c]);
+    }
+}
+
+/* The gradients of the forward pass's output given grad (N, H/2, W/2, C): dx (N, H, W, C) and
+   dgamma, dbeta (C), from the batch's mean and biased variance the forward pass returned. With
+   xhat = (x - mean) / sqrt(var + eps) and n = N H W pixels:
+   dx = gamma / sqrt(var + eps) * (dy - sum(dy) / n - xhat * sum(dy xhat) / n). */
+void bn_relu_pool_backward(const float *x, const float *grad, const int32_t *idx, int64_t N,
+                           int64_t H, int64_t W, int64_t C, const float *gamma, const float *mean,
+                           const float *var, double eps, float *dx, float *dgamma, float *dbeta) {
+    double *sdy = calloc(C, sizeof(double)), *sdyx = calloc(C, sizeof(double));
+    float *invstd = malloc(C * sizeof(float)), *k1 = malloc(C * sizeof(float));
+    float *k2 = malloc(C * sizeof(float)), *k3 = malloc(C * sizeof(float));
+    for (int64_t c = 0; c < C; c++) invstd[c] = (float)(1.0 / sqrt((double)var[c] + eps));
+    int64_t Ho = H / 2, Wo = W / 2, P = N * H * W;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t i = 0; i < Ho; i++)
+            for (int64_t j = 0; j < Wo; j++) {
+                const float *x0 = x + ((n * H + 2 * i) * W + 2 * j) * C;
+                int64_t o = ((n * Ho + i) * Wo + j) * C;
+                window_sums(x0, x0 + C, x0 + W * C, x0 + W * C + C, grad + o, idx + o, mean,
+                            invstd, sdy, sdyx, C);
+            }
+    for (int64_t c = 0; c < C; c++) {
+        dgamma[c] = (float)sdyx[c];
+        dbeta[c] = (float)sdy[c];
+        k1[c] = gamma[c] * invstd[c];
+        k2[c] = (float)(sdy[c] / P);
+        k3[c] = (float)(sdyx[c] / P);
+    }
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t i = 0; i < Ho; i++)
+            for (int64_t j = 0; j < Wo; j++)
+                for (int32_t q = 0; q < 4; q++) {
+                    int64_t at = ((n * H + 2 * i + q / 2) * W + 2 * j + q % 2) * C;
+                    int64_t o = ((n * Ho + i) * Wo + j) * C;
+                    pixel_grad(x + at, grad + o, idx + o, q, mean, invstd, k1, k2, k3, dx + at, C);
+                }
+    free(sdy); free(sdyx); free(invstd); free(k1); free(k2); free(k3);
+}
