@@ -103,6 +103,7 @@ def test_info_runs_and_lists_cached_results(first_sweep):
     proc = subprocess.run([*cmd, "info", "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert torch.__version__ in proc.stdout
+    assert "CPU kernels of one-thread training: fused, built with " in proc.stdout
     for name in results_in(out):
         assert name in proc.stdout
 

@@ -111,6 +111,17 @@ def test_without_a_compiler_or_with_a_failing_build_the_run_uses_pytorchs_kernel
     assert fused.run_kernels(CPU, "fp32") == "native"
 
 
+def test_info_says_which_kernels_and_why(monkeypatch):
+    monkeypatch.delenv("L2BN_KERNELS", raising=False)
+    assert fused.describe().startswith("fused, built with ")
+    monkeypatch.setattr(fused, "library", lambda: None)
+    assert fused.describe().startswith("native (building bn_relu_pool.c with ")
+    monkeypatch.setattr(fused, "_compiler", lambda: None)
+    assert fused.describe() == "native (no C compiler: install gcc, or set CC, for the fused kernel)"
+    monkeypatch.setenv("L2BN_KERNELS", "native")
+    assert fused.describe() == "native (L2BN_KERNELS=native)"
+
+
 def test_a_grid_trained_with_either_kernels_agrees_and_says_which(make_dataset, monkeypatch):
     spec = SweepSpec.from_profile("smoke", "sgd", "synthetic", n_train=128, n_val=32, n_test=32, epochs=1,
                                   batch_size=32, lrs=[0.1], l2s=[1e-3, 1e-2])

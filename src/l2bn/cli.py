@@ -252,7 +252,7 @@ def _info(args: argparse.Namespace) -> None:
     check_out(args.out)  # before anything is printed
     import torch
 
-    from . import __version__
+    from . import __version__, fused
     from .data import data_root, fetch_cifar10
     from .results import list_results, results_dir
 
@@ -261,6 +261,7 @@ def _info(args: argparse.Namespace) -> None:
         print(f"GPU: {torch.cuda.get_device_name(0)}")
     else:
         print("GPU: none (sweeps run on the CPU)")
+    print(f"CPU kernels of one-thread training: {fused.describe()}")
     root = data_root()
     if args.fetch_cifar10:
         print(f"CIFAR-10 fetched into {fetch_cifar10(root)}")

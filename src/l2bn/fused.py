@@ -89,6 +89,18 @@ def run_kernels(device: torch.device, precision: str) -> str:
     return "fused" if wanted == "fused" and usable else "native"
 
 
+def describe() -> str:
+    """One line for ``l2bn info``: the kernels one-thread float32 training on a CPU uses, and why."""
+    compiler = _compiler()
+    if os.environ.get("L2BN_KERNELS") == "native":
+        return "native (L2BN_KERNELS=native)"
+    if compiler is None:
+        return "native (no C compiler: install gcc, or set CC, for the fused kernel)"
+    if library() is None:
+        return f"native (building {SOURCE.name} with {compiler} failed)"
+    return f"fused, built with {compiler} into {library_path(compiler)}"
+
+
 def applies(h: torch.Tensor) -> bool:
     """Whether ``batch_norm_relu_pool`` takes activations ``h``: float32 on a CPU, channels-last,
     even height and width."""
