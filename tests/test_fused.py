@@ -135,3 +135,40 @@ def test_a_grid_trained_with_either_kernels_agrees_and_says_which(make_dataset, 
     for col in ("train_loss", "layer_norm_0", "unit_norm_3"):
         torch.testing.assert_close(torch.tensor(tables["fused"][col].to_numpy()),
                                    torch.tensor(tables["native"][col].to_numpy()), rtol=1e-4, atol=1e-6)
+
+
+def test_in_evaluation_the_kernel_uses_the_running_statistics_as_pytorch_does():
+    h, gamma, beta, _ = _inputs(16, 13, 8)
+    g = torch.Generator().manual_seed(3)
+    mean, var = torch.randn(13, generator=g), torch.rand(13, generator=g) + 0.1
+    h[2, 4, 1, 6] = float("nan")
+    kept = mean.clone(), var.clone()
+    got = fused.batch_norm_relu_pool(h, gamma, beta, mean, var, 0.1, 1e-5, training=False)
+    want = F.max_pool2d(F.relu(F.batch_norm(h, mean, var, gamma, beta, False, 0.1, 1e-5)), 2)
+    assert torch.equal(got.isnan(), want.isnan()) and got.isnan().sum() == 1
+    torch.testing.assert_close(got.nan_to_num(), want.nan_to_num(), rtol=2e-5, atol=2e-5)
+    assert torch.equal(mean, kept[0]) and torch.equal(var, kept[1])  # evaluation changes nothing
+    assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("impl", ["wide", "loop"])
+def test_a_fused_net_evaluates_with_the_kernel_only_without_gradients(impl, monkeypatch):
+    from l2bn.model import WideNet
+
+    nets = {k: WideNet(3, (4, 8, 8, 16), seed=2, kernels=k) for k in fused.KERNELS}
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(6, 3, 16, 16, generator=g).contiguous(memory_format=torch.channels_last)
+    for net in nets.values():
+        net.impl = impl
+        net(x)  # a training pass moves the running statistics away from (0, 1)
+        net.eval()
+    calls = []
+    kernel = fused.batch_norm_relu_pool
+    monkeypatch.setattr(fused, "batch_norm_relu_pool", lambda *a: calls.append(a[-1]) or kernel(*a))
+    with torch.inference_mode():
+        logits = {k: net(x) for k, net in nets.items()}
+    assert calls == [False] * (3 * (3 if impl == "loop" else 1))  # three pooled layers per block
+    torch.testing.assert_close(logits["fused"], logits["native"], rtol=1e-4, atol=1e-5)
+    calls.clear()
+    nets["fused"](x)  # evaluation with gradients (not the book's): PyTorch's kernels
+    assert calls == []

@@ -81,7 +81,7 @@ class WideNet(nn.Module):
     Every model starts from the same initial weights, drawn from ``seed``, so that differences
     across a grid come from η and λ alone. ``row`` is the number of models the rows pass computes
     together (a grid's λ values; by default all M); ``impl`` names the pass (``PASSES``), and
-    ``kernels`` (``fused.KERNELS``) whether a training step normalises, rectifies and pools with
+    ``kernels`` (``fused.KERNELS``) whether a training step and an evaluation normalise, rectify and pool with
     one fused CPU kernel (``fused``) or with PyTorch's (``native``).
     """
 
@@ -167,11 +167,11 @@ class WideNet(nn.Module):
                 w = w / unit_norms(w)[..., None, None, None]
             h = F.conv2d(h, w.reshape(k * c_out, c_in, 3, 3), padding=1, groups=1 if i == 0 else k)
             pooled, gamma, beta = i < len(self.widths) - 1, p[f"gamma{i}"], p[f"beta{i}"]
-            if pooled and self._pool_first(gamma, i, models):
-                h = F.relu(self._normalize(max_pool(h), gamma, beta, i, models, k))
-            elif pooled and self._fused(h):
+            if pooled and self._fused(h):
                 h = fused.batch_norm_relu_pool(h, gamma.reshape(-1), beta.reshape(-1),
-                                               *self._running_stats(i, models), 0.1, EPS)
+                                               *self._running_stats(i, models), 0.1, EPS, self.training)
+            elif pooled and self._pool_first(gamma, i, models):
+                h = F.relu(self._normalize(max_pool(h), gamma, beta, i, models, k))
             else:
                 # ReLU, then pooling. (In training, pooling first would give the same finite values
                 # with a quarter of the ReLUs, but the two kernels treat NaN differently: an
@@ -194,9 +194,11 @@ class WideNet(nn.Module):
         return bool(((scale > 0) & torch.isfinite(scale)).all())
 
     def _fused(self, h: torch.Tensor) -> bool:
-        """Whether a training step's batch normalisation, ReLU and pooling of ``h`` run as one fused
-        kernel: ``kernels`` is ``fused`` and the kernel takes ``h`` (``fused.applies``)."""
-        return self.kernels == "fused" and self.training and self.norm == "batch" and fused.applies(h)
+        """Whether the batch normalisation, ReLU and pooling of ``h`` run as one fused kernel: in a
+        training step or in evaluation without gradients, where ``kernels`` is ``fused`` and the
+        kernel takes ``h`` (``fused.applies``)."""
+        return (self.kernels == "fused" and self.norm == "batch" and fused.applies(h)
+                and (self.training or not torch.is_grad_enabled()))
 
     def _running_stats(self, i: int, models: slice) -> tuple[torch.Tensor, torch.Tensor]:
         """Layer ``i``'s running mean and variance of ``models``: views of the (M, C) buffers, so
