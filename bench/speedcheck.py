@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,6 +79,18 @@ def grids_seconds(root: Path, profile: str, dataset: str, log: Path) -> float:
     return timed([sys.executable, "-c", GRIDS_SCRIPT, profile, dataset, *PAPER_GRIDS], root, log)
 
 
+def passes(root: Path) -> str:
+    """How many of the results ``root`` stored trained with each pass (the race, run once per
+    machine, can pick another pass at each commit: it is part of what is measured)."""
+    found = Counter()
+    for meta in (root / "data" / "results").glob("*.json"):
+        try:
+            found[json.loads(meta.read_text()).get("impl", "?")] += 1
+        except (OSError, ValueError, AttributeError):
+            continue
+    return ", ".join(f"{impl} ×{n}" for impl, n in sorted(found.items())) or "none found"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--old", default="8101fca", help="the commit to compare with (default 8101fca)")
@@ -96,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             log = Path(tempfile.gettempdir()) / f"l2bn-speedcheck-{label}.log"
             print(f"speedcheck: the {args.profile} {what} at {commit} (log {log}) ...", flush=True)
             times[label] = measure(root, args.profile, args.dataset, log)
-            print(f"speedcheck: {commit}: {times[label]:.1f} s", flush=True)
+            print(f"speedcheck: {commit}: {times[label]:.1f} s (passes of its results: {passes(root)})",
+                  flush=True)
     print(f"speedcheck: {args.old} {times['old']:.1f} s, {args.new} {times['new']:.1f} s, "
           f"ratio {times['old'] / times['new']:.2f}× ({args.profile} {what}, {args.dataset} data, "
           f"from scratch, one after the other on this machine)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 from dataclasses import replace
@@ -175,6 +176,87 @@ def test_a_failing_part_fails_its_whole_grid(npz, tmp_path):
                         progress=False, workers=2, log=Log())
     assert task.state == "failed" and isinstance(task.exception, DatasetError)
     assert not result_path(spec, tmp_path / "out").exists()
+
+
+class Submissions(list):
+    """The jobs ``submitit.LocalExecutor`` starts (``count_submissions``)."""
+
+
+@pytest.fixture
+def count_submissions(monkeypatch: pytest.MonkeyPatch) -> Submissions:
+    jobs, submit = Submissions(), submitit.LocalExecutor.submit
+    monkeypatch.setattr(submitit.LocalExecutor, "submit",
+                        lambda self, *a, **k: jobs.append(submit(self, *a, **k)) or jobs[-1])
+    return jobs
+
+
+def test_each_local_worker_trains_grid_after_grid(npz, tmp_path, count_submissions):
+    """Four grids on two workers start two processes, not four; every grid is stored as a lone
+    run stores it, and the workers leave no queue and no logs behind."""
+    specs = [replace(tiny_spec(npz["tiny"], rule), lrs=lrs) for rule in ("sgd", "adam")
+             for lrs in ((0.01,), (0.1, 0.3))]
+    out, log = tmp_path / "out", Log()
+    tasks = run_specs(specs, "local", device="cpu", impl="loop", out=out, progress=False, workers=2, log=log)
+    assert len(count_submissions) == 2
+    assert [t.state for t in tasks] == ["done"] * 4
+    for task in tasks:
+        assert log.has("wrote", str(result_path(task.spec, out)))
+        pd.testing.assert_frame_equal(task.result.table, here(task.spec, tmp_path / "here", "loop"),
+                                      check_exact=True)
+    assert not list((out / "jobs").iterdir())
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):  # a process that has just ended
+            continue
+    return found
+
+
+def test_a_worker_killed_mid_grid_fails_that_grid_and_a_new_worker_trains_the_rest(
+        npz, tmp_path, count_submissions):
+    """SIGKILL to a worker while it trains: that grid fails with the worker's log and keeps its epoch
+    checkpoint; a new worker takes the grids no one had claimed. A rerun resumes the killed grid
+    and ends with the numbers of an unbroken run."""
+    specs = [replace(tiny_spec(npz["smoke"], rule), epochs=10, n_train=256, batch_size=8)
+             for rule in ("sgd", "nesterov", "adam", "rmsprop")]
+    out = tmp_path / "out"
+    killed: list[str] = []
+
+    def kill_the_first_worker_mid_grid() -> None:
+        deadline = time.monotonic() + 120
+        while not killed and time.monotonic() < deadline:
+            for claim in (out / "jobs").glob("queue-*/*.claim"):
+                training = checkpoint_path(out / f"{claim.stem}.csv").exists()  # an epoch is kept
+                if training and not claim.with_suffix(".out").exists():
+                    for pid in children(int(claim.read_text())):  # the job's task, under its controller
+                        os.kill(pid, signal.SIGKILL)
+                    killed.append(claim.stem)
+                    return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=kill_the_first_worker_mid_grid)
+    watcher.start()
+    log = Log()
+    tasks = run_specs(specs, "local", device="cpu", impl="loop", out=out, progress=False, workers=2, log=log)
+    watcher.join()
+    assert len(killed) == 1
+    (dead,) = [t for t in tasks if t.name == killed[0]]
+    assert dead.state == "failed" and dead.error.startswith("the worker ended while training it")
+    assert dead.log.exists() and log.has(f"sweep {dead.name} failed: the worker ended")
+    assert checkpoint_path(result_path(dead.spec, out)).exists()
+    assert sorted(t.state for t in tasks) == ["done", "done", "done", "failed"]
+    assert len(count_submissions) == 3  # the two, and one in the killed worker's place
+    again = run_specs(specs, "local", device="cpu", impl="loop", out=out, progress=False, workers=2, log=log)
+    assert [t.state for t in again] == ["done" if t is dead else "cached" for t in tasks]
+    resumed = again[tasks.index(dead)].result
+    assert resumed.provenance["resumed_from_epoch"] > 0
+    pd.testing.assert_frame_equal(resumed.table, here(dead.spec, tmp_path / "here", "loop"), check_exact=True)
 
 
 def test_executor_names_and_slurm_options(tmp_path, monkeypatch):

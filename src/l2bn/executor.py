@@ -5,7 +5,9 @@ One interface, ``run_specs``, over one engine, submitit, with two executors:
 - ``local`` (the default): this machine. On a CPU, one worker process per core, each on one
   thread: the quick network's small convolutions use a second thread poorly (a grid runs about 10%
   faster on two threads than on one), but two grids side by side run nearly twice as fast. On a
-  machine with several GPUs, one worker per GPU, pinned to it with ``CUDA_VISIBLE_DEVICES``. With
+  machine with several GPUs, one worker per GPU, pinned to it with ``CUDA_VISIBLE_DEVICES``. Each
+  worker is one process that trains grid after grid, taking the next one no worker has claimed
+  (``_Worker``), so the interpreter and torch start once per worker rather than once per grid. With
   one worker (one spec, one core, one GPU) the specs train here, one after another.
 - ``slurm``: one Slurm job array, one task per spec, with the partition, time limit, GPUs and CPUs
   per task and array parallelism of ``SlurmOptions`` (``l2bn sweep`` options over a TOML file). The
@@ -23,10 +25,12 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from collections.abc import Callable
@@ -56,13 +60,14 @@ from .results import (
     run_sweep,
 )
 from .spec import SweepSpec, resolve_device, validate_params
+from .store import atomic_write
 from .train import grid_impl
 
 EXECUTORS = ("local", "slurm")
 EXECUTOR_ENV = "L2BN_EXECUTOR"  # what `make book EXECUTOR=slurm` sets, so chapters need no change
 SLURM_CONFIG_ENV = "L2BN_SLURM_CONFIG"
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's local default (2 minutes) would stop a grid midway
-LOCAL_POLL_S = 0.5  # how often local workers are looked at: a finished one waits this long for its next grid
+LOCAL_POLL_S = 0.5  # how often the local workers and their grids are looked at
 # Errors a task raises on purpose: they come back with their type, as from a lone run_sweep.
 DELIBERATE = (L2bnError, ValueError, DatasetError)
 # squeue's states of a task that waits for a node (anything else live is running).
@@ -453,32 +458,147 @@ def _run_local(todo: list[Task], run: _Run, workers: int | None, progress: bool,
                 _stored(task, run, log)
         _join(split, run, log)
         return
+    _run_workers(pending, run, slots, progress, log)
+    _join(split, run, log)
+
+
+class _Worker:
+    """A local worker process: trains, one after another, each grid of the fan-out (in its order,
+    largest first) that no other worker has claimed, so that one process and its start (the
+    interpreter and torch: about 4 s of a core here, measured) serve many grids. A grid is claimed
+    by linking ``<name>.claim`` in the fan-out's ``queue`` folder to a file holding the worker's job
+    id (a link is made once: one worker wins the grid); its outcome, None or the deliberate error that
+    stopped it, is left in ``<name>.out``. An error not raised on purpose ends the worker."""
+
+    def __call__(self, queue: Path, items: list[tuple[SweepSpec, _Run]], threads: int) -> None:
+        mine = queue / f".{os.getpid()}"  # this worker's job id, linked to each claim it makes
+        mine.write_text(submitit.JobEnvironment().job_id)
+        for spec, run in items:
+            name = result_path(spec).stem
+            try:
+                os.link(mine, queue / f"{name}.claim")  # atomic, and never a claim without its id
+            except FileExistsError:
+                continue
+            error = _Train()(spec, run, threads)
+            atomic_write(queue / f"{name}.out", pickle.dumps(error))
+
+
+@dataclass(eq=False)
+class _LocalWorker:
+    """A running ``_Worker`` job, and how much of its output has been passed on."""
+
+    job: submitit.Job
+    read: int = 0  # characters of its stdout already relayed
+
+    def relay(self, log: Callable[[str], None]) -> None:
+        """Pass on the complete new lines of its output that are the task's own messages."""
+        path = self.job.paths.stdout
+        text = path.read_text(errors="replace")[self.read :] if path.exists() else ""
+        done = text.rfind("\n") + 1
+        for line in text[:done].splitlines():
+            if line.startswith("l2bn:"):
+                log(line)
+        self.read += done
+
+    def end_message(self) -> str:
+        """Why the ended job stopped, in one line."""
+        if not self.job.paths.result_pickle.exists():
+            return _last_line(self.job.paths.stderr)
+        try:
+            self.job.result()
+        except (FailedJobError, UncompletedJobError) as err:
+            return _last_line_of(str(err))
+        return "it ended without training it"
+
+
+def _run_workers(pending: list[Task], run: _Run, slots: list[int | None], progress: bool,
+                 log: Callable[[str], None]) -> None:
+    """Train ``pending`` on one ``_Worker`` per slot until each task is done or failed; a worker
+    that dies leaves its grid failed (its epoch checkpoint is what a rerun resumes from) and a new
+    worker takes over the grids no one has claimed."""
+    folder = _jobs_folder(run)
+    folder.mkdir(parents=True, exist_ok=True)
+    queue = Path(tempfile.mkdtemp(prefix="queue-", dir=folder))
+    items = [(t.spec, replace(run, impl=t.impl or run.impl)) for t in pending]
     threads = max(1, torch.get_num_threads() // len(slots))
-    pool = submitit.LocalExecutor(folder=_jobs_folder(run))
-    queue, idle, running = list(pending), list(slots), {}  # running: task -> (job, slot)
+    pool = submitit.LocalExecutor(folder=folder)
+    workers: dict[int, _LocalWorker] = {}  # by slot index
     bar = _Progress(pending, run, f"{len(pending)} grids, {len(slots)} at a time", progress)
     try:
-        while queue or running:
-            while queue and idle:  # submitit's local executor alone would start every job at once
-                task, slot = queue.pop(0), idle.pop(0)
-                pool.update_parameters(**local_parameters(slot))
-                job = pool.submit(_Train(), task.spec, replace(run, impl=task.impl or run.impl), threads)
-                running[task] = (job, slot)
-                task.state = "running"
-            for task, (job, slot) in list(running.items()):
-                if job.done():
-                    _collect(task, job, run, log)
-                    del running[task]
-                    idle.append(slot)
+        while True:
+            for i, slot in enumerate(slots):
+                if i not in workers and any(t.state == "pending" for t in pending):
+                    pool.update_parameters(**local_parameters(slot))
+                    workers[i] = _LocalWorker(pool.submit(_Worker(), queue, items, threads))
+            ended = {i: w for i, w in workers.items() if w.job.done()}  # before reading outcomes
+            by_job = {w.job.job_id: w for w in workers.values()}
+            for worker in workers.values():
+                worker.relay(log)
+            for task in pending:
+                _follow(task, queue, by_job, run, log)
+            for i, worker in ended.items():
+                _ended(worker, [t for t in pending if _owner(t, queue) == worker.job.job_id],
+                       pending, log)
+                del workers[i]
             bar.update()
-            time.sleep(LOCAL_POLL_S if running else 0)
+            if not workers and not any(t.state in ("pending", "running") for t in pending):
+                break
+            time.sleep(LOCAL_POLL_S)
     except KeyboardInterrupt:  # each worker saves nothing more than its last epoch checkpoint
-        for job, _ in running.values():
-            job.cancel(check=False)
+        for worker in workers.values():
+            worker.job.cancel(check=False)
         raise
     finally:
         bar.close()
-    _join(split, run, log)
+        shutil.rmtree(queue, ignore_errors=True)
+
+
+def _owner(task: Task, queue: Path) -> str | None:
+    """The job id of the worker that claimed ``task`` (None: unclaimed)."""
+    try:
+        return (queue / f"{task.name}.claim").read_text()
+    except FileNotFoundError:
+        return None
+
+
+def _follow(task: Task, queue: Path, by_job: dict[str, _LocalWorker], run: _Run,
+            log: Callable[[str], None]) -> None:
+    """Move ``task`` on to ``running`` once claimed, and to ``done`` or ``failed`` once its outcome
+    is left in ``queue``."""
+    if task.state not in ("pending", "running"):
+        return
+    if (queue / f"{task.name}.claim").exists():
+        task.state = "running"
+    outcome = queue / f"{task.name}.out"
+    if not outcome.exists():
+        return
+    error = pickle.loads(outcome.read_bytes())
+    if error is None:
+        _stored(task, run, log)
+    else:
+        worker = by_job.get(_owner(task, queue))
+        _fail(task, str(error), log, exception=error,
+              log_path=worker.job.paths.stderr if worker is not None else None)
+
+
+def _ended(worker: _LocalWorker, claimed: list[Task], pending: list[Task],
+           log: Callable[[str], None]) -> None:
+    """Account for the ended ``worker``: the grid it was training when it died fails with its log;
+    if it died before claiming any, so do the grids still unclaimed (each would die alike). Its
+    logs are removed unless a grid failed there."""
+    worker.relay(log)
+    stderr = worker.job.paths.stderr
+    for task in claimed:
+        if task.state == "running":  # claimed, and no outcome
+            _fail(task, f"the worker ended while training it (cancelled, out of time or memory, or "
+                  f"killed): {worker.end_message()}", log, log_path=stderr)
+    for task in pending if not claimed else ():  # a worker ends only once every grid is claimed
+        if task.state == "pending":
+            _fail(task, f"the worker ended before training it: {worker.end_message()}", log,
+                  log_path=stderr)
+    if not any(t.state == "failed" and t.log == stderr for t in pending):
+        for path in worker.job.paths.folder.glob(f"{worker.job.job_id}_*"):  # its pickles and logs
+            path.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------
