@@ -97,17 +97,31 @@ def translate_flip(
 ) -> torch.Tensor:
     """Shift each image by its own random offset in [-shift, shift]² (zero fill), and mirror it
     horizontally with probability ½ when ``flip``. One gather does both."""
-    b, _, h, w = x.shape
+    return shift_flip(x, shift, *random_shifts(len(x), shift, generator, flip, x.device))
+
+
+def random_shifts(
+    b: int, shift: int, generator: torch.Generator, flip: bool = True, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``translate_flip``'s draws for ``b`` images: the offsets (dy, dx) in [0, 2 shift], each
+    (b, 1), and whether each image is mirrored (None without ``flip``)."""
+    dy = torch.randint(0, 2 * shift + 1, (b, 1), generator=generator, device=device)
+    dx = torch.randint(0, 2 * shift + 1, (b, 1), generator=generator, device=device)
+    mirrored = torch.rand(b, 1, generator=generator, device=device) < 0.5 if flip else None
+    return dy, dx, mirrored
+
+
+def shift_flip(x: torch.Tensor, shift: int, dy: torch.Tensor, dx: torch.Tensor,
+               mirrored: torch.Tensor | None) -> torch.Tensor:
+    """The images ``x`` shifted and mirrored as ``random_shifts`` drew."""
+    _, _, h, w = x.shape
     dev = x.device
     padded = F.pad(x, (shift, shift, shift, shift))
-    dy = torch.randint(0, 2 * shift + 1, (b, 1), generator=generator, device=dev)
-    dx = torch.randint(0, 2 * shift + 1, (b, 1), generator=generator, device=dev)
     rows = dy + torch.arange(h, device=dev)
     cols = dx + torch.arange(w, device=dev)
-    if flip:
-        mirrored = torch.rand(b, 1, generator=generator, device=dev) < 0.5
+    if mirrored is not None:
         cols = torch.where(mirrored, cols.flip(1), cols)
-    batch = torch.arange(b, device=dev)[:, None, None]
+    batch = torch.arange(len(x), device=dev)[:, None, None]
     out = padded[batch, :, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
     return out.permute(0, 3, 1, 2)
 
@@ -142,15 +156,21 @@ def make_synthetic(
         for lo in range(0, n, 10000):
             yc = y[lo : lo + 10000]
             m = len(yc)
-            own = protos[yc * k + torch.randint(0, k, (m,), generator=g)]
+            own = yc * k + torch.randint(0, k, (m,), generator=g)
             other_cls = (yc + torch.randint(1, N_CLASSES, (m,), generator=g)) % N_CLASSES
-            other = protos[other_cls * k + torch.randint(0, k, (m,), generator=g)]
+            other = other_cls * k + torch.randint(0, k, (m,), generator=g)
             contrast = 0.6 + 0.8 * torch.rand(m, 1, 1, 1, generator=g)
-            smooth = F.interpolate(torch.randn(m, 3, 8, 8, generator=g), size=32, mode="bilinear",
-                                   align_corners=False)
-            img = contrast * own + 0.6 * other + 0.8 * smooth
-            img = translate_flip(img, 4, g) + 0.8 * torch.randn(m, 3, 32, 32, generator=g)
-            chunks.append((128 + 40 * img).round().clamp(0, 255).to(torch.uint8))
+            coarse = torch.randn(m, 3, 8, 8, generator=g)
+            shifts = random_shifts(m, 4, g)
+            noise = torch.randn(m, 3, 32, 32, generator=g)
+            # The arithmetic in pieces that stay in the cache: each image's pixels are computed
+            # exactly as for the whole chunk at once, twice as fast (measured).
+            for a in range(0, m, 500):
+                s = slice(a, a + 500)
+                smooth = F.interpolate(coarse[s], size=32, mode="bilinear", align_corners=False)
+                img = contrast[s] * protos[own[s]] + 0.6 * protos[other[s]] + 0.8 * smooth
+                img = shift_flip(img, 4, *(t[s] for t in shifts)) + 0.8 * noise[s]
+                chunks.append((128 + 40 * img).round().clamp(0, 255).to(torch.uint8))
         noisy = torch.rand(n, generator=g) < 0.05
         y = torch.where(noisy, torch.randint(0, N_CLASSES, (n,), generator=g), y)
         out[f"x_{split}"] = torch.cat(chunks).numpy()
