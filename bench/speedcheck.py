@@ -50,8 +50,8 @@ def timed(cmd: list[str], root: Path, log: Path) -> float:
     return seconds
 
 
-def build_seconds(root: Path, profile: str, dataset: str, log: Path) -> float:
-    """Seconds of ``book/build.py`` in ``root`` from scratch."""
+def build_seconds(root: Path, profile: str, dataset: str, log: Path, impl: str = "auto") -> float:
+    """Seconds of ``book/build.py`` in ``root`` from scratch (``impl`` is the book's own: auto)."""
     return timed([sys.executable, "book/build.py", "--profile", profile, "--dataset", dataset,
                   "--device", "cpu", "--stage", str(root / "stage"), "--out", str(root / "html")], root, log)
 
@@ -65,18 +65,19 @@ import dataclasses, sys
 from l2bn import results
 from l2bn.train import SweepSpec
 every = {"evaluate": "every"} if "evaluate" in {f.name for f in dataclasses.fields(SweepSpec)} else {}
-specs = [SweepSpec.from_profile(sys.argv[1], g, sys.argv[2], **every) for g in sys.argv[3:]]
-if hasattr(results, "train_side_by_side"):  # before the executor
+specs = [SweepSpec.from_profile(sys.argv[1], g, sys.argv[2], **every) for g in sys.argv[4:]]
+if hasattr(results, "train_side_by_side"):  # before the executor, which always raced the passes
     results.train_side_by_side(specs, "cpu", progress=False)
 else:
     from l2bn.executor import check, run_specs
-    check(run_specs(specs, device="cpu", progress=False))
+    check(run_specs(specs, device="cpu", impl=sys.argv[3], progress=False))
 """
 
 
-def grids_seconds(root: Path, profile: str, dataset: str, log: Path) -> float:
-    """Seconds to train ``PAPER_GRIDS`` from scratch with the code in ``root``."""
-    return timed([sys.executable, "-c", GRIDS_SCRIPT, profile, dataset, *PAPER_GRIDS], root, log)
+def grids_seconds(root: Path, profile: str, dataset: str, log: Path, impl: str = "auto") -> float:
+    """Seconds to train ``PAPER_GRIDS`` from scratch with the code in ``root``, on pass ``impl``
+    (``auto``: the pass the code races; a commit from before the executor always races)."""
+    return timed([sys.executable, "-c", GRIDS_SCRIPT, profile, dataset, impl, *PAPER_GRIDS], root, log)
 
 
 def passes(root: Path) -> str:
@@ -100,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grids", action="store_true",
                     help="time only the training of the paper's five grids (the same work at every "
                          "commit, errors after every epoch), not the whole book")
+    ap.add_argument("--impl", default="auto", choices=("auto", "wide", "rows", "loop"),
+                    help="with --grids, the pass the grids of --new train with (default auto: raced "
+                         "once on this machine, as the book does); --old races its own where it "
+                         "has no choice")
     args = ap.parse_args(argv)
     measure, what = (grids_seconds, "grids") if args.grids else (build_seconds, "book")
     times = {}
@@ -109,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             root = tree(commit, Path(tmp) / label)
             log = Path(tempfile.gettempdir()) / f"l2bn-speedcheck-{label}.log"
             print(f"speedcheck: the {args.profile} {what} at {commit} (log {log}) ...", flush=True)
-            times[label] = measure(root, args.profile, args.dataset, log)
+            times[label] = measure(root, args.profile, args.dataset, log,
+                                   args.impl if label == "new" else "auto")
             print(f"speedcheck: {commit}: {times[label]:.1f} s (passes of its results: {passes(root)})",
                   flush=True)
     print(f"speedcheck: {args.old} {times['old']:.1f} s, {args.new} {times['new']:.1f} s, "
