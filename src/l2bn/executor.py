@@ -592,10 +592,11 @@ def _ended(worker: _LocalWorker, claimed: list[Task], pending: list[Task],
         if task.state == "running":  # claimed, and no outcome
             _fail(task, f"the worker ended while training it (cancelled, out of time or memory, or "
                   f"killed): {worker.end_message()}", log, log_path=stderr)
-    for task in pending if not claimed else ():  # a worker ends only once every grid is claimed
-        if task.state == "pending":
-            _fail(task, f"the worker ended before training it: {worker.end_message()}", log,
-                  log_path=stderr)
+    if not claimed:  # a worker that lives ends only once every grid is claimed
+        for task in pending:
+            if task.state == "pending":
+                _fail(task, f"the worker ended before training it: {worker.end_message()}", log,
+                      log_path=stderr)
     if not any(t.state == "failed" and t.log == stderr for t in pending):
         for path in worker.job.paths.folder.glob(f"{worker.job.job_id}_*"):  # its pickles and logs
             path.unlink(missing_ok=True)

@@ -115,6 +115,15 @@ def _ptr(t: torch.Tensor) -> ctypes.c_void_p:
     return ctypes.c_void_p(t.data_ptr())
 
 
+def _pooled(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kernel's outputs for activations ``h``: the pooled values and each window's winner,
+    (N, C, H/2, W/2) channels-last."""
+    n, c, hh, ww = h.shape
+    shape = (n, c, hh // 2, ww // 2)
+    return (torch.empty(shape, memory_format=torch.channels_last),
+            torch.empty(shape, dtype=torch.int32, memory_format=torch.channels_last))
+
+
 class BatchNormReluPool(torch.autograd.Function):
     """``max_pool2d(relu(batch_norm(h, training=True)), 2)`` with its gradient, as two calls of the
     fused kernel; the running statistics are updated as ``batch_norm`` updates them."""
@@ -122,9 +131,7 @@ class BatchNormReluPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, gamma, beta, running_mean, running_var, momentum: float, eps: float):  # noqa: D102
         n, c, hh, ww = h.shape
-        shape = (n, c, hh // 2, ww // 2)
-        out = torch.empty(shape, memory_format=torch.channels_last)
-        idx = torch.empty(shape, dtype=torch.int32, memory_format=torch.channels_last)
+        out, idx = _pooled(h)
         mean, var = torch.empty(c), torch.empty(c)
         gamma, beta = gamma.detach().contiguous(), beta.detach().contiguous()
         library().bn_relu_pool_forward(_ptr(h), n, hh, ww, c, _ptr(gamma), _ptr(beta), eps, _ptr(out),
@@ -158,9 +165,7 @@ def batch_norm_relu_pool(h: torch.Tensor, gamma: torch.Tensor, beta: torch.Tenso
     if training:
         return BatchNormReluPool.apply(h, gamma, beta, running_mean, running_var, momentum, eps)
     n, c, hh, ww = h.shape
-    shape = (n, c, hh // 2, ww // 2)
-    out = torch.empty(shape, memory_format=torch.channels_last)
-    scratch = torch.empty(shape, dtype=torch.int32, memory_format=torch.channels_last)
+    out, scratch = _pooled(h)
     gamma, beta = gamma.contiguous(), beta.contiguous()
     running_mean, running_var = running_mean.contiguous(), running_var.contiguous()
     library().bn_relu_pool_eval(_ptr(h), n, hh, ww, c, _ptr(gamma), _ptr(beta), _ptr(running_mean),

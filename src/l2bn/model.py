@@ -81,8 +81,8 @@ class WideNet(nn.Module):
     Every model starts from the same initial weights, drawn from ``seed``, so that differences
     across a grid come from η and λ alone. ``row`` is the number of models the rows pass computes
     together (a grid's λ values; by default all M); ``impl`` names the pass (``PASSES``), and
-    ``kernels`` (``fused.KERNELS``) whether a training step and an evaluation normalise, rectify and pool with
-    one fused CPU kernel (``fused``) or with PyTorch's (``native``).
+    ``kernels`` (``fused.KERNELS``) whether a training step and an evaluation normalise, rectify
+    and pool with one fused CPU kernel (``fused``) or with PyTorch's (``native``).
     """
 
     def __init__(
