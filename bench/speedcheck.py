@@ -16,6 +16,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -105,24 +106,40 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --grids, the pass the grids of --new train with (default auto: raced "
                          "once on this machine, as the book does); --old races its own where it "
                          "has no choice")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="build each commit this many times, from scratch each time, in the order "
+                         "old, new, new, old, old, … so that a machine whose speed drifts steadily "
+                         "slows both alike (default 1: old, then new)")
     args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error(f"--rounds: at least 1; got {args.rounds}")
     measure, what = (grids_seconds, "grids") if args.grids else (build_seconds, "book")
-    times = {}
+    times: dict[str, list[float]] = {"old": [], "new": []}
     with tempfile.TemporaryDirectory(prefix="l2bn-speedcheck-") as tmp:
-        for label in ("old", "new"):
+        for label in order(args.rounds):
             commit = getattr(args, label)
-            root = tree(commit, Path(tmp) / label)
-            log = Path(tempfile.gettempdir()) / f"l2bn-speedcheck-{label}.log"
+            root = Path(tmp) / f"{label}-{len(times[label])}"
+            tree(commit, root)  # a fresh tree and data folder for every build: each from scratch
+            log = Path(tempfile.gettempdir()) / f"l2bn-speedcheck-{label}-{len(times[label])}.log"
             print(f"speedcheck: the {args.profile} {what} at {commit} (log {log}) ...", flush=True)
-            times[label] = measure(root, args.profile, args.dataset, log,
-                                   args.impl if label == "new" else "auto")
-            print(f"speedcheck: {commit}: {times[label]:.1f} s (passes of its results: {passes(root)})",
-                  flush=True)
-    print(f"speedcheck: {args.old} {times['old']:.1f} s, {args.new} {times['new']:.1f} s, "
-          f"ratio {times['old'] / times['new']:.2f}× ({args.profile} {what}, {args.dataset} data, "
-          f"from scratch, one after the other on this machine)")
+            times[label].append(measure(root, args.profile, args.dataset, log,
+                                        args.impl if label == "new" else "auto"))
+            print(f"speedcheck: {commit}: {times[label][-1]:.1f} s (passes of its results: "
+                  f"{passes(root)})", flush=True)
+            shutil.rmtree(root)
+    old, new = (sum(times[k]) / len(times[k]) for k in ("old", "new"))
+    each = "" if args.rounds == 1 else (
+        " (each: " + ", ".join(f"{o:.1f}/{n:.1f}" for o, n in zip(times["old"], times["new"], strict=True))
+        + f"; mean of {args.rounds})")
+    print(f"speedcheck: {args.old} {old:.1f} s, {args.new} {new:.1f} s, ratio {old / new:.2f}×{each} "
+          f"({args.profile} {what}, {args.dataset} data, from scratch, one after the other on this "
+          "machine)")
     return 0
 
+
+def order(rounds: int) -> list[str]:
+    """The builds in turn: old, new for one round; old, new, new, old, … for more."""
+    return [label for r in range(rounds) for label in (("old", "new") if r % 2 == 0 else ("new", "old"))]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -183,3 +183,21 @@ def test_the_gpu_script_writes_a_report_per_precision(tmp_path):
         assert report["precision"] == precision and report["profile"] == "smoke"
         assert {r["variant"] for r in report["rows"]} == {"wide", "rows", "loop", "separate"}
 
+
+
+def test_speedcheck_alternates_the_commits_so_a_drift_slows_both_alike(capsys):
+    """``bench/speedcheck.py --rounds``: old, new, new, old, …; fewer than one round is refused in
+    one line before anything is built."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "speedcheck.py"
+    spec = importlib.util.spec_from_file_location("speedcheck", path)
+    speedcheck = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speedcheck)
+    assert speedcheck.order(1) == ["old", "new"]
+    assert speedcheck.order(2) == ["old", "new", "new", "old"]
+    assert speedcheck.order(3)[4:] == ["old", "new"]
+    with pytest.raises(SystemExit):
+        speedcheck.main(["--rounds", "0"])
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("--rounds: at least 1; got 0")

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import l2bn.model
-from l2bn.model import PASSES, WideNet, max_pool, relu_pool
+from l2bn.model import PASSES, WideNet, global_average_pool, max_pool, relu_pool
 from l2bn.scale import unit_norms
 
 WIDTHS = (4, 8, 8, 16)
@@ -233,6 +233,21 @@ def test_max_pool_without_gradients_equals_max_pool2d(size):
         fast = max_pool(h)
     assert torch.equal(fast.isnan(), F.max_pool2d(h, 2).isnan())
     assert torch.equal(fast.nan_to_num(), F.max_pool2d(h, 2).nan_to_num())
+
+
+@pytest.mark.parametrize("size", [(4, 4), (3, 5), (1, 1)])
+def test_global_average_pool_has_the_values_and_gradient_of_the_mean_bit_for_bit(size):
+    """The sum-then-divide pooling after the last ReLU equals ``mean`` over the image, values and
+    gradients, on channels-last fp32 activations as the network computes them (NaN included)."""
+    h = F.relu(torch.randn(64, 24, *size) * 3).contiguous(memory_format=torch.channels_last)
+    h[0, 1, 0, 0] = float("nan")
+    grad = torch.randn(64, 24)
+    ours, theirs = (h.clone().requires_grad_() for _ in range(2))
+    out, ref = global_average_pool(ours), theirs.mean(dim=(2, 3))
+    out.backward(grad)
+    ref.backward(grad)
+    assert torch.equal(out.nan_to_num(), ref.nan_to_num()) and torch.equal(out.isnan(), ref.isnan())
+    assert torch.equal(ours.grad, theirs.grad)
 
 
 @pytest.mark.parametrize("size", [(8, 8), (7, 9)])

