@@ -83,14 +83,24 @@ def grids_seconds(root: Path, profile: str, dataset: str, log: Path, impl: str =
 
 def passes(root: Path) -> str:
     """How many of the results ``root`` stored trained with each pass (the race, run once per
-    machine, can pick another pass at each commit: it is part of what is measured)."""
+    machine, can pick another pass at each commit: it is part of what is measured), and the race's
+    best time per pass where the commit keeps it (``train.RACE_SECONDS``)."""
     found = Counter()
     for meta in (root / "data" / "results").glob("*.json"):
         try:
             found[json.loads(meta.read_text()).get("impl", "?")] += 1
         except (OSError, ValueError, AttributeError):
             continue
-    return ", ".join(f"{impl} ×{n}" for impl, n in sorted(found.items())) or "none found"
+    counted = ", ".join(f"{impl} ×{n}" for impl, n in sorted(found.items())) or "none found"
+    from l2bn.train import RACE_SECONDS  # HEAD's name for the entry; older commits lack it
+
+    try:
+        races = json.loads((root / "data" / "impl_choices.json").read_text())[RACE_SECONDS].values()
+    except (OSError, ValueError, KeyError, AttributeError):
+        return counted
+    return counted + "; raced: " + "; ".join(
+        ", ".join(f"{impl} {t:.3f} s" for impl, t in sorted(race.items(), key=lambda it: it[1]))
+        for race in races)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -144,7 +144,7 @@ def test_the_split_decision_races_the_passes_on_a_workers_thread_count(npz, tmp_
 
     raced_on = []
 
-    def race(net, x, y, repeats=5, precision="fp32", passes=()):
+    def race(net, x, y, repeats=5, precision="fp32", passes=(), seconds=None):
         raced_on.append((torch.get_num_threads(), tuple(passes)))
         return "loop"
 

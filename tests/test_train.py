@@ -212,7 +212,7 @@ def test_auto_impl_is_measured_once_then_remembered(make_dataset, tmp_path, monk
     races = iter(["loop", "wide"])  # a second race would pick the other pass
     calls = []
 
-    def race(net, x, y, repeats=5, precision="fp32", passes=()):
+    def race(net, x, y, repeats=5, precision="fp32", passes=(), seconds=None):
         calls.append(net.n_models)
         return next(races)
 
@@ -224,6 +224,23 @@ def test_auto_impl_is_measured_once_then_remembered(make_dataset, tmp_path, monk
     assert calls == [2] and facts1["impl"] == facts2["impl"] == "loop"
     pd.testing.assert_frame_equal(first, again)
     assert (tmp_path / "impl_choices.json").exists()
+
+
+def test_the_race_keeps_each_passs_time_beside_its_pick(tmp_path, monkeypatch):
+    """``remembered_impl`` stores the pass it picked and, under ``RACE_SECONDS``, the best time of
+    each pass it raced, so that a pick can be explained; the fastest of those times is the pick."""
+    import json
+
+    from l2bn.train import RACE_SECONDS, remembered_impl
+
+    monkeypatch.setenv("L2BN_DATA", str(tmp_path))
+    net = WideNet(4, (4, 8, 8, 16), row=2)
+    x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,))
+    pick = remembered_impl(net, x, y, "fp32")
+    choices = json.loads((tmp_path / "impl_choices.json").read_text())
+    ((key, seconds),) = choices[RACE_SECONDS].items()
+    assert choices[key] == pick and set(seconds) == set(PASSES)
+    assert min(seconds, key=seconds.get) == pick and all(t > 0 for t in seconds.values())
 
 
 def test_every_field_of_a_spec_is_declared_once_in_the_table_of_parameters():

@@ -136,8 +136,10 @@ def reuse_freed_memory() -> str:
 
 
 def choose_impl(net: WideNet, x: torch.Tensor, y: torch.Tensor, repeats: int = 5,
-                precision: str = "fp32", passes: Sequence[str] = PASSES) -> str:
-    """Time forward + backward of each of ``passes`` on one batch; return the fastest.
+                precision: str = "fp32", passes: Sequence[str] = PASSES,
+                seconds: dict[str, float] | None = None) -> str:
+    """Time forward + backward of each of ``passes`` on one batch; return the fastest (and put each
+    raced pass's best time in ``seconds``, when given).
 
     The passes are timed in alternation and each keeps its best time, so a burst of load from
     another process slows all rather than deciding the race. A pass whose blocks are another's (the
@@ -164,14 +166,22 @@ def choose_impl(net: WideNet, x: torch.Tensor, y: torch.Tensor, repeats: int = 5
                 torch.cuda.synchronize()
             if r:  # the first round warms up
                 timing[impl] = min(timing[impl], time.perf_counter() - t0)
+    if seconds is not None:
+        seconds.update(timing)
     return min(timing, key=timing.get)
+
+
+# The entry of ``impl_choices.json`` that keeps each race's best time per pass, in seconds.
+RACE_SECONDS = "race seconds"
 
 
 def remembered_impl(net: WideNet, x: torch.Tensor, y: torch.Tensor, precision: str,
                     passes: Sequence[str] = PASSES) -> str:
     """``choose_impl`` among ``passes``, measured once per machine, device and network shape and then
     remembered in ``data/impl_choices.json``. The passes agree only to rounding, which training
-    amplifies, so a spec rerun on the same machine must take the same pass to give the same numbers."""
+    amplifies, so a spec rerun on the same machine must take the same pass to give the same numbers.
+    The race's times are kept beside the choices (under ``RACE_SECONDS``), so that a pick can be
+    explained afterwards."""
     dev = x.device
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu×{torch.get_num_threads()}"
     key = (f"{platform.node()}|{name}|torch {torch.__version__}|M={net.n_models}|row={net.row}|"
@@ -181,7 +191,11 @@ def remembered_impl(net: WideNet, x: torch.Tensor, y: torch.Tensor, precision: s
     with store.waiting(path.with_suffix(".lock")):
         choices = _read_choices(path)
         if choices.get(key) not in passes:
-            choices[key] = choose_impl(net, x, y, precision=precision, passes=passes)
+            seconds: dict[str, float] = {}
+            choices[key] = choose_impl(net, x, y, precision=precision, passes=passes, seconds=seconds)
+            races = choices.get(RACE_SECONDS)
+            choices[RACE_SECONDS] = {**(races if isinstance(races, dict) else {}),
+                                     key: seconds}
             store.atomic_write(path, json.dumps(choices, indent=1, sort_keys=True).encode())
     return choices[key]
 
