@@ -31,6 +31,7 @@ from l2bn.errors import ParameterError
 from l2bn.executor import (
     SlurmOptions,
     SweepsFailed,
+    Task,
     _local_slots,
     _Run,
     check,
@@ -38,6 +39,7 @@ from l2bn.executor import (
     gpu_slots,
     local_parameters,
     run_specs,
+    split_for_balance,
 )
 from l2bn.results import checkpoint_path, grid_parts, result_path, run_sweep
 from l2bn.spec import SweepSpec
@@ -115,25 +117,49 @@ def test_a_failing_spec_is_reported_and_the_other_stored(npz, tmp_path):
         check([good, bad])
 
 
+# The parts of a 3 × 2 grid cut in two: whole rows of η for the rows pass; for the loop pass, which
+# computes each model on its own, three models each, so that the second row is cut in its middle.
+PARTS = {"rows": [([0.01, 0.03], [1e-4, 1e-3]), ([0.1], [1e-4, 1e-3])],
+         "loop": [([0.01], [1e-4, 1e-3]), ([0.03], [1e-4]), ([0.03], [1e-3]), ([0.1], [1e-4, 1e-3])]}
+
+
 @pytest.mark.parametrize("impl", ["rows", "loop"])
 def test_a_grid_that_would_leave_a_worker_idle_is_split_and_joined_bit_for_bit(npz, tmp_path, impl):
-    """One grid on two workers: cut along η into two sub-grids trained side by side with the rows
-    or the loop pass; the joined table is byte for byte the whole grid's, and it is then reused."""
+    """One grid on two workers: cut into sub-grids trained side by side, along η for the rows pass
+    and inside a row for the loop pass; the joined table is byte for byte the whole grid's, and it
+    is then reused."""
     # Two λ, so that the rows pass computes two models at once.
     spec = replace(tiny_spec(npz["tiny"], "nesterov"), lrs=(0.01, 0.03, 0.1), l2s=(1e-4, 1e-3))
     out, log = tmp_path / "out", Log()
     (task,) = run_specs([spec], "local", device="cpu", impl=impl, out=out, progress=False, workers=2,
                         log=log)
     meta = task.result.provenance
-    assert task.state == "done" and [p["lrs"] for p in meta["joined_from"]] == [[0.01, 0.03], [0.1]]
+    assert task.state == "done" and [(p["lrs"], p["l2s"]) for p in meta["joined_from"]] == PARTS[impl]
     assert meta["impl"] == impl
     whole = run_sweep(spec, device="cpu", impl=impl, out=tmp_path / "here", progress=False, log=Log())
     assert result_path(spec, out).read_bytes() == whole.path.read_bytes()
-    for part in grid_parts(spec, 2):  # each part is a stored result of its own
+    for part in grid_parts(spec, 2, whole_rows=impl == "rows"):  # each part is a stored result of its own
         assert result_path(part, out).exists()
     (again,) = run_specs([spec], "local", device="cpu", impl=impl, out=out, progress=False, workers=2,
                          log=log)
     assert again.state == "cached"
+
+
+@pytest.mark.parametrize("impl", ["rows", "loop"])
+def test_only_the_last_grid_is_cut_inside_its_rows_and_its_pieces_train_last(npz, tmp_path, impl):
+    """Three 3 × 2 grids on two workers: each cut into two sub-grids of whole rows, except the
+    last one on the loop pass, whose pieces of its middle row are the smallest parts, ordered last."""
+    specs = [replace(tiny_spec(npz["tiny"], rule), lrs=(0.01, 0.03, 0.1), l2s=(1e-4, 1e-3))
+             for rule in ("sgd", "nesterov", "adam")]
+    runs, split = split_for_balance([Task(s) for s in specs], _Run("cpu", impl, str(tmp_path), False), 2,
+                                    Log())
+    assert [len(parts) for parts in split.values()] == [2, 2, 4 if impl == "loop" else 2]
+    assert all(t.impl == impl and t.state == "pending" for t in runs)
+    sizes = [4, 4, 2, 2, 2, 2, 1, 1] if impl == "loop" else [4, 4, 4, 2, 2, 2]
+    assert [t.spec.n_models for t in runs] == sizes
+    last = [t.spec for t in runs[-2:]]
+    assert impl == "rows" or ([s.optimizer for s in last] == ["adam"] * 2
+                              and [(s.lrs, s.l2s) for s in last] == [((0.03,), (1e-4,)), ((0.03,), (1e-3,))])
 
 
 def test_the_split_decision_races_the_passes_on_a_workers_thread_count(npz, tmp_path, monkeypatch):

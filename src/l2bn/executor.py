@@ -405,23 +405,28 @@ def split_for_balance(todo: list[Task], run: _Run, n_slots: int, log: Callable[[
     """The tasks to run on ``n_slots`` CPU workers, largest first, and each split task's parts.
 
     When the grids do not divide evenly among the workers (five grids on two cores would leave one
-    core idle while the fifth trains), every grid is cut into ``n_slots`` sub-grids along η
+    core idle while the fifth trains), every grid is cut into ``n_slots`` sub-grids
     (``results.grid_parts``) and trained with the faster of the passes that compute each row of the
     grid on its own (``model.SPLITTABLE``: rows and loop), so that a part gives its models' numbers
-    bit for bit; the parts already stored are reused. The wide pass is left out of that race: its
-    grouped convolutions round differently for another number of models (measured), and on one
-    thread the rows pass computes a 25-model grid as fast (0.411 against 0.409 s per step). A grid
-    given ``impl='wide'``, or with a checkpoint of its own to resume from, stays whole."""
+    bit for bit; the parts already stored are reused. The cuts fall between rows of η, except in
+    the last grid on the loop pass, which computes each model on its own: there they may fall
+    inside a row, and its pieces of rows, the smallest parts, are trained last and bring the
+    workers' ends to within a few models of each other (whole rows left them a row apart: five
+    quick grids of five rows on two workers ended 37 s apart, measured). The wide pass is left out
+    of the race: its grouped convolutions round differently for another number of models
+    (measured), and on one thread the rows pass computes a 25-model grid as fast (0.411 against
+    0.409 s per step). A grid given ``impl='wide'``, or with a checkpoint of its own to resume
+    from, stays whole."""
     if n_slots < 2 or len(todo) % n_slots == 0 or resolve_device(run.device).type != "cpu":
         return todo, {}
     runs, split = [], {}
     threads = max(1, torch.get_num_threads() // n_slots)  # the pass is raced as a worker will run it
     for task in todo:
-        parts = grid_parts(task.spec, n_slots)
-        impl = (run.impl if run.impl != "auto" or len(parts) == 1
+        impl = (run.impl if run.impl != "auto" or task.spec.n_models == 1
                 else grid_impl(task.spec, run.device, threads, SPLITTABLE))
-        if (len(parts) == 1 or impl not in SPLITTABLE
-                or checkpoint_path(result_path(task.spec, run.out)).exists()):  # resumes whole
+        parts = ([task.spec] if impl not in SPLITTABLE
+                 else grid_parts(task.spec, n_slots, whole_rows=impl != "loop" or task is not todo[-1]))
+        if len(parts) == 1 or checkpoint_path(result_path(task.spec, run.out)).exists():  # resumes whole
             runs.append(task)
             continue
         split[task] = [Task(part, impl=impl) for part in parts]

@@ -9,9 +9,10 @@ ones are grouped convolutions (``groups=M``), and batch normalisation over M·C 
 model's statistics exactly. The *rows* pass runs one row of the grid at a time (the models of one η,
 ``row`` of them) as such a wide network, and the *loop* pass one model at a time; which is fastest
 depends on the device (see ``train.remembered_impl``). A block of models computes the same numbers
-whichever other blocks run beside it, so a grid cut along η (``results.grid_parts``) gives each
-model the numbers of the whole grid with the rows and loop passes; the wide pass's grouped
-convolutions round differently for another number of models (measured).
+whichever other blocks run beside it, so a grid cut into sub-grids (``results.grid_parts``) gives
+each model the numbers of the whole grid: cut along η with the rows pass, anywhere with the loop
+pass; the wide pass's grouped convolutions round differently for another number of models
+(measured).
 """
 
 from __future__ import annotations

@@ -272,27 +272,51 @@ def _compute(spec: SweepSpec, path: Path, data: Dataset, device: str, impl: str,
     return SweepResult(table, store.read_sidecar(path, sidecar(path)), path, reused=False)
 
 
-def grid_parts(spec: SweepSpec, n: int) -> list[SweepSpec]:
-    """``spec``'s grid cut along η into ``n`` sub-grids (fewer when it has fewer η), the larger
-    first: each a spec of its own, trained and stored as any other, whose tables ``join_parts``
-    puts back together. The models of a grid are independent and share their initial weights, data
-    order and augmentation, so a sub-grid computes its models exactly as the whole grid does."""
-    n = max(1, min(n, len(spec.lrs)))
-    size, extra = divmod(len(spec.lrs), n)
+def grid_parts(spec: SweepSpec, n: int, whole_rows: bool = True) -> list[SweepSpec]:
+    """``spec``'s grid cut into ``n`` runs of models of nearly equal size (the larger first), in the
+    grid's order (η, then λ): each a sub-grid, a spec of its own trained and stored as any other,
+    whose tables ``join_parts`` puts back together. The models of a grid are independent and share
+    their initial weights, data order and augmentation, so a sub-grid computes its models exactly as
+    the whole grid does on a pass that computes each row (``whole_rows``: cuts between η) or each
+    model (cuts anywhere) on its own. A run that starts or ends inside a row is up to three
+    sub-grids: the rest of its first row, its whole rows and the start of its last row."""
+    if whole_rows:
+        n = max(1, min(n, len(spec.lrs)))
+        size, extra = divmod(len(spec.lrs), n)
+        cuts = [i * size + min(i, extra) for i in range(n + 1)]
+        return [replace(spec, lrs=spec.lrs[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
+    n = max(1, min(n, spec.n_models))
+    size, extra = divmod(spec.n_models, n)
     cuts = [i * size + min(i, extra) for i in range(n + 1)]
-    return [replace(spec, lrs=spec.lrs[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
+    return [part for a, b in zip(cuts, cuts[1:], strict=False) for part in _sub_grids(spec, a, b)]
+
+
+def _sub_grids(spec: SweepSpec, a: int, b: int) -> list[SweepSpec]:
+    """Models ``a`` to ``b`` − 1 of ``spec``'s grid as sub-grids of whole rows or of a row's part."""
+    row, parts = len(spec.l2s), []
+    while a < b:
+        r, c = divmod(a, row)
+        if c == 0 and b - a >= row:  # whole rows
+            end = a + (b - a) // row * row
+            parts.append(replace(spec, lrs=spec.lrs[r : end // row]))
+        else:  # a part of row r
+            end = min(b, (r + 1) * row)
+            parts.append(replace(spec, lrs=spec.lrs[r : r + 1], l2s=spec.l2s[c : c + end - a]))
+        a = end
+    return parts
 
 
 def join_parts(spec: SweepSpec, parts: list[SweepResult], out: Path | str | None = None) -> SweepResult:
-    """Store the result of ``spec`` put together from the results of its ``grid_parts`` (in their
-    order): the models renumbered into the whole grid's order and the rows in a whole run's order
+    """Store the result of ``spec`` put together from the results of its ``grid_parts``: each
+    part's models renumbered into the whole grid's order and the rows in a whole run's order
     (epoch, then model), so the table is byte for byte the one the whole grid gives on the same pass.
     The provenance is the first part's, with the whole spec, the parts' keys and the summed time."""
-    tables, first = [], 0
+    tables = []
     for part in parts:
+        lrs, l2s = part.provenance["spec"]["lrs"], part.provenance["spec"]["l2s"]
+        i, j = divmod(part.table["model"], len(l2s))  # the model's η and λ in the part's grid
         t = part.table.copy()
-        t["model"] += first
-        first += len(part.provenance["spec"]["lrs"]) * len(spec.l2s)
+        t["model"] = (spec.lrs.index(lrs[0]) + i) * len(spec.l2s) + spec.l2s.index(l2s[0]) + j
         tables.append(t)
     table = pd.concat(tables).sort_values(["epoch", "model"], kind="stable").reset_index(drop=True)
     metas = [p.provenance for p in parts]
@@ -300,8 +324,8 @@ def join_parts(spec: SweepSpec, parts: list[SweepResult], out: Path | str | None
                   "started": min(m["started"] for m in metas), "finished": max(m["finished"] for m in metas),
                   "wall_time_s": sum(m["wall_time_s"] for m in metas),
                   "session_wall_time_s": sum(m["session_wall_time_s"] for m in metas),
-                  "joined_from": [{"key": m["key"], "lrs": m["spec"]["lrs"], "host": m["host"],
-                                   "wall_time_s": m["wall_time_s"]} for m in metas]}
+                  "joined_from": [{"key": m["key"], "lrs": m["spec"]["lrs"], "l2s": m["spec"]["l2s"],
+                                   "host": m["host"], "wall_time_s": m["wall_time_s"]} for m in metas]}
     if len({m["impl"] for m in metas}) != 1:
         raise ValueError(f"results: the parts of {spec.optimizer} were computed with different passes")
     path = result_path(spec, out)
