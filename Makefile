@@ -32,6 +32,7 @@ help:
 	@echo "make bench    ARGS='--profile quick --ms 1,7'                  speed report"
 	@echo "make speedcheck OLD=8101fca   the quick book from scratch at OLD and at HEAD, and the ratio"
 	@echo "              ARGS=--grids: only the paper's five grids, the same work at both commits"
+	@echo "              ARGS='--grids --rounds 2': old, new, new, old (a drifting machine slows both alike)"
 	@echo "make gpubench the paper profile's bench on a GPU at fp32, tf32 and bf16 (JSON in bench-gpu/)"
 	@echo "make clean    remove built pages (results in data/results are kept)"
 
