@@ -151,5 +151,6 @@ def order(rounds: int) -> list[str]:
     """The builds in turn: old, new for one round; old, new, new, old, … for more."""
     return [label for r in range(rounds) for label in (("old", "new") if r % 2 == 0 else ("new", "old"))]
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -280,14 +280,10 @@ def grid_parts(spec: SweepSpec, n: int, whole_rows: bool = True) -> list[SweepSp
     the whole grid does on a pass that computes each row (``whole_rows``: cuts between η) or each
     model (cuts anywhere) on its own. A run that starts or ends inside a row is up to three
     sub-grids: the rest of its first row, its whole rows and the start of its last row."""
-    if whole_rows:
-        n = max(1, min(n, len(spec.lrs)))
-        size, extra = divmod(len(spec.lrs), n)
-        cuts = [i * size + min(i, extra) for i in range(n + 1)]
-        return [replace(spec, lrs=spec.lrs[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
-    n = max(1, min(n, spec.n_models))
-    size, extra = divmod(spec.n_models, n)
-    cuts = [i * size + min(i, extra) for i in range(n + 1)]
+    units, unit = (len(spec.lrs), len(spec.l2s)) if whole_rows else (spec.n_models, 1)  # rows or models
+    n = max(1, min(n, units))
+    size, extra = divmod(units, n)
+    cuts = [(i * size + min(i, extra)) * unit for i in range(n + 1)]  # in models
     return [part for a, b in zip(cuts, cuts[1:], strict=False) for part in _sub_grids(spec, a, b)]
 
 
