@@ -61,6 +61,19 @@ def test_the_fused_kernel_gives_pytorchs_numbers_forward_and_backward(n, c, size
     assert got["dh"].is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("c,size,cut", [(8, 16, 3), (16, 8, 5), (32, 4, 11), (64, 4, 40), (300, 2, 150)])
+def test_each_channels_numbers_are_the_same_whichever_width_computes_them(c, size, cut):
+    # The kernel sums the narrow layers (8 to 64 channels) in registers, and others LANES (256)
+    # channels at a time; each channel must get the same additions in the same order either way,
+    # so the layer computed whole and as two slices of other widths agree bit for bit.
+    h, gamma, beta, grad = _inputs(6, c, size, seed=c)
+    whole = _run(_fused, h, gamma, beta, grad)
+    pieces = [_run(_fused, *(t[:, s] if t.dim() == 4 else t[s] for t in (h, gamma, beta, grad)))
+              for s in (slice(None, cut), slice(cut, None))]
+    for k, v in whole.items():
+        assert torch.equal(v, torch.cat([p[k] for p in pieces], dim=1 if v.dim() == 4 else 0)), k
+
+
 def test_ties_and_windows_of_zeros_send_the_gradient_where_pytorch_does():
     # Every window holds one value four times (a tie), and half the channels are negative after
     # normalisation (windows of ReLU zeros): the gradient goes to the first pixel or nowhere.

@@ -12,19 +12,41 @@
 
 #define NO_GRAD 4 /* in idx: the window's maximum is <= 0, so the ReLU stops its gradient */
 
-/* Each channel's mean and biased variance over the P pixels (two passes: no cancellation). */
-static void channel_stats(const float *restrict x, int64_t P, int64_t C, double *restrict mean,
-                          double *restrict var) {
-    for (int64_t c = 0; c < C; c++) mean[c] = var[c] = 0.0;
-    for (int64_t p = 0; p < P; p++)
-        for (int64_t c = 0; c < C; c++) mean[c] += x[p * C + c];
-    for (int64_t c = 0; c < C; c++) mean[c] /= (double)P;
-    for (int64_t p = 0; p < P; p++)
-        for (int64_t c = 0; c < C; c++) {
-            double d = x[p * C + c] - mean[c];
-            var[c] += d * d;
+/* Each channel's mean and biased variance over the P pixels (two passes: no cancellation). The
+   sums are a local array of up to LANES channels (a wider layer is summed LANES channels at a
+   time); inlined with C a constant, they stay in registers, where the sums of a narrow layer went
+   to memory and back at every pixel (at one model's 8 channels of 32x32, 0.35 against 0.16 ms for
+   64 images). Each channel's sum takes the same additions in the same order either way. */
+#define LANES 256
+static inline __attribute__((always_inline)) void stats_of(const float *restrict x, int64_t P,
+                                                           int64_t C, double *restrict mean,
+                                                           double *restrict var) {
+    for (int64_t c0 = 0; c0 < C; c0 += LANES) {
+        int64_t n = C - c0 < LANES ? C - c0 : LANES;
+        double m[LANES] = {0}, v[LANES] = {0};
+        for (int64_t p = 0; p < P; p++)
+            for (int64_t c = 0; c < n; c++) m[c] += x[p * C + c0 + c];
+        for (int64_t c = 0; c < n; c++) m[c] /= (double)P;
+        for (int64_t p = 0; p < P; p++)
+            for (int64_t c = 0; c < n; c++) {
+                double d = x[p * C + c0 + c] - m[c];
+                v[c] += d * d;
+            }
+        for (int64_t c = 0; c < n; c++) {
+            mean[c0 + c] = m[c];
+            var[c0 + c] = v[c] / (double)P;
         }
-    for (int64_t c = 0; c < C; c++) var[c] /= (double)P;
+    }
+}
+
+static void channel_stats(const float *x, int64_t P, int64_t C, double *mean, double *var) {
+    switch (C) {  /* the narrow layers of one model: 8 to 64 channels */
+    case 8: stats_of(x, P, 8, mean, var); return;
+    case 16: stats_of(x, P, 16, mean, var); return;
+    case 32: stats_of(x, P, 32, mean, var); return;
+    case 64: stats_of(x, P, 64, mean, var); return;
+    default: stats_of(x, P, C, mean, var);
+    }
 }
 
 /* One row of 2x2 windows (rows r0 and r1 of the input, Wo windows), every channel: y = x a + b,
