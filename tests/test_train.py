@@ -226,6 +226,25 @@ def test_auto_impl_is_measured_once_then_remembered(make_dataset, tmp_path, monk
     assert (tmp_path / "impl_choices.json").exists()
 
 
+def test_a_grids_remembered_race_is_looked_up_without_loading_its_data(make_dataset, tmp_path,
+                                                                       monkeypatch):
+    """``grid_impl`` (the executor asks it once per grid before splitting) loads the data and races
+    the passes only the first time; later grids of the same shape get the remembered pick at once."""
+    import l2bn.train
+    from l2bn.model import SPLITTABLE
+    from l2bn.train import grid_impl
+
+    monkeypatch.setenv("L2BN_DATA", str(tmp_path))
+    data = make_dataset(SIZES["n_train"], SIZES["n_val"], SIZES["n_test"], seed=5, size=16)
+    loads, races = [], iter(["loop", "rows"])  # a second race would pick the other pass
+    monkeypatch.setattr(l2bn.train, "load_spec_data", lambda spec: loads.append(spec) or data)
+    monkeypatch.setattr(l2bn.train, "choose_impl", lambda *a, **k: next(races))
+    spec = SweepSpec.from_profile("smoke", "nesterov", lrs=[0.01, 0.1], l2s=[1e-3], **SIZES)
+    other = SweepSpec.from_profile("smoke", "sgd", lrs=[0.1, 1.0], l2s=[1e-2], **SIZES)  # same shape
+    assert [grid_impl(s, "cpu", passes=SPLITTABLE) for s in (spec, other, spec)] == ["loop"] * 3
+    assert loads == [spec]
+
+
 def test_the_race_keeps_each_passs_time_beside_its_pick(tmp_path, monkeypatch):
     """``remembered_impl`` stores the pass it picked and, under ``RACE_SECONDS``, the best time of
     each pass it raced, so that a pick can be explained; the fastest of those times is the pick."""

@@ -175,6 +175,14 @@ def choose_impl(net: WideNet, x: torch.Tensor, y: torch.Tensor, repeats: int = 5
 RACE_SECONDS = "race seconds"
 
 
+def race_key(net: WideNet, dev: torch.device, batch: int, precision: str, passes: Sequence[str]) -> str:
+    """The entry of ``impl_choices.json`` that remembers the race of ``passes`` for ``net`` on
+    ``dev`` at ``batch`` images: the machine, device and threads, torch, and the network's shape."""
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu×{torch.get_num_threads()}"
+    return (f"{platform.node()}|{name}|torch {torch.__version__}|M={net.n_models}|row={net.row}|"
+            f"widths={net.widths}|norm={net.norm}|batch={batch}|{precision}|{net.kernels}|{','.join(passes)}")
+
+
 def remembered_impl(net: WideNet, x: torch.Tensor, y: torch.Tensor, precision: str,
                     passes: Sequence[str] = PASSES) -> str:
     """``choose_impl`` among ``passes``, measured once per machine, device and network shape and then
@@ -182,11 +190,7 @@ def remembered_impl(net: WideNet, x: torch.Tensor, y: torch.Tensor, precision: s
     amplifies, so a spec rerun on the same machine must take the same pass to give the same numbers.
     The race's times are kept beside the choices (under ``RACE_SECONDS``), so that a pick can be
     explained afterwards."""
-    dev = x.device
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu×{torch.get_num_threads()}"
-    key = (f"{platform.node()}|{name}|torch {torch.__version__}|M={net.n_models}|row={net.row}|"
-           f"widths={net.widths}|norm={net.norm}|batch={len(x)}|{precision}|{net.kernels}|{','.join(passes)}")
-    path = data_root() / "impl_choices.json"
+    key, path = race_key(net, x.device, len(x), precision, passes), data_root() / "impl_choices.json"
     # Grids trained side by side share the file: one measures, the others wait and read its choice.
     with store.waiting(path.with_suffix(".lock")):
         choices = _read_choices(path)
@@ -228,12 +232,15 @@ def grid_impl(spec: SweepSpec, device: str = "auto", threads: int | None = None,
     with the same one for the joined table to be the whole grid's on that pass."""
     dev = validate_params(spec, device)
     reuse_freed_memory()  # the pass is raced under the allocator it will train with
-    data = load_spec_data(spec)
     with torch_threads(threads or torch.get_num_threads()):  # the kernels depend on the threads
         net = WideNet(spec.n_models, spec.widths, spec.norm, seed=spec.seed, row=len(spec.l2s),
                       kernels=run_kernels(dev, spec.precision)).to(dev)
-        return _start_impl(net, data.to(dev), tuple(s.to(dev) for s in data.channel_stats), spec, "auto",
-                           passes)
+        known = _read_choices(data_root() / "impl_choices.json").get(
+            race_key(net, dev, spec.batch_size, spec.precision, passes))
+        if known in passes:  # a race already run: no data to load (0.3 s a grid for the quick book)
+            return known
+        data = load_spec_data(spec).to(dev)
+        return _start_impl(net, data, tuple(s.to(dev) for s in data.channel_stats), spec, "auto", passes)
 
 
 @contextmanager
