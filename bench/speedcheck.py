@@ -52,7 +52,8 @@ def timed(cmd: list[str], root: Path, log: Path) -> float:
 
 
 def build_seconds(root: Path, profile: str, dataset: str, log: Path, impl: str = "auto") -> float:
-    """Seconds of ``book/build.py`` in ``root`` from scratch (``impl`` is the book's own: auto)."""
+    """Seconds of ``book/build.py`` in ``root`` from scratch. (``impl`` is only ``grids_seconds``'s
+    twin: the book races its own pass, and ``main`` refuses another without ``--grids``.)"""
     return timed([sys.executable, "book/build.py", "--profile", profile, "--dataset", dataset,
                   "--device", "cpu", "--stage", str(root / "stage"), "--out", str(root / "html")], root, log)
 
@@ -123,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.rounds < 1:
         ap.error(f"--rounds: at least 1; got {args.rounds}")
+    if args.impl != "auto" and not args.grids:
+        ap.error(f"--impl: only with --grids (the whole book races its own pass); got {args.impl}")
     measure, what = (grids_seconds, "grids") if args.grids else (build_seconds, "book")
     times: dict[str, list[float]] = {"old": [], "new": []}
     with tempfile.TemporaryDirectory(prefix="l2bn-speedcheck-") as tmp:

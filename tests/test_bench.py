@@ -186,8 +186,9 @@ def test_the_gpu_script_writes_a_report_per_precision(tmp_path):
 
 
 def test_speedcheck_alternates_the_commits_so_a_drift_slows_both_alike(capsys):
-    """``bench/speedcheck.py --rounds``: old, new, new, old, …; fewer than one round is refused in
-    one line before anything is built."""
+    """``bench/speedcheck.py --rounds``: old, new, new, old, …; fewer than one round, or a pass
+    (``--impl``) for the whole book, which races its own, is refused in one line before anything is
+    built."""
     import importlib.util
     from pathlib import Path
 
@@ -201,3 +202,7 @@ def test_speedcheck_alternates_the_commits_so_a_drift_slows_both_alike(capsys):
     with pytest.raises(SystemExit):
         speedcheck.main(["--rounds", "0"])
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith("--rounds: at least 1; got 0")
+    with pytest.raises(SystemExit):
+        speedcheck.main(["--impl", "rows"])
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "--impl: only with --grids (the whole book races its own pass); got rows")
