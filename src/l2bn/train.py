@@ -190,7 +190,7 @@ def remembered_impl(net: WideNet, x: torch.Tensor, y: torch.Tensor, precision: s
     amplifies, so a spec rerun on the same machine must take the same pass to give the same numbers.
     The race's times are kept beside the choices (under ``RACE_SECONDS``), so that a pick can be
     explained afterwards."""
-    key, path = race_key(net, x.device, len(x), precision, passes), data_root() / "impl_choices.json"
+    key, path = race_key(net, x.device, len(x), precision, passes), _choices_path()
     # Grids trained side by side share the file: one measures, the others wait and read its choice.
     with store.waiting(path.with_suffix(".lock")):
         choices = _read_choices(path)
@@ -202,6 +202,11 @@ def remembered_impl(net: WideNet, x: torch.Tensor, y: torch.Tensor, precision: s
                                      key: seconds}
             store.atomic_write(path, json.dumps(choices, indent=1, sort_keys=True).encode())
     return choices[key]
+
+
+def _choices_path() -> Path:
+    """Where the races' picks and times are remembered (``remembered_impl``)."""
+    return data_root() / "impl_choices.json"
 
 
 def _read_choices(path: Path) -> dict[str, str]:
@@ -235,7 +240,7 @@ def grid_impl(spec: SweepSpec, device: str = "auto", threads: int | None = None,
     with torch_threads(threads or torch.get_num_threads()):  # the kernels depend on the threads
         net = WideNet(spec.n_models, spec.widths, spec.norm, seed=spec.seed, row=len(spec.l2s),
                       kernels=run_kernels(dev, spec.precision)).to(dev)
-        known = _read_choices(data_root() / "impl_choices.json").get(
+        known = _read_choices(_choices_path()).get(
             race_key(net, dev, spec.batch_size, spec.precision, passes))
         if known in passes:  # a race already run: no data to load (0.3 s a grid for the quick book)
             return known
