@@ -64,8 +64,9 @@ def test_the_fused_kernel_gives_pytorchs_numbers_forward_and_backward(n, c, size
 @pytest.mark.parametrize("c,size,cut", [(8, 16, 3), (16, 8, 5), (32, 4, 11), (64, 4, 40), (300, 2, 150)])
 def test_each_channels_numbers_are_the_same_whichever_width_computes_them(c, size, cut):
     # The kernel sums the narrow layers (8 to 64 channels) in registers, and others LANES (256)
-    # channels at a time; each channel must get the same additions in the same order either way,
-    # so the layer computed whole and as two slices of other widths agree bit for bit.
+    # channels at a time, and computes their gradient with the width a constant; each channel must
+    # get the same operations in the same order either way, so the layer computed whole and as two
+    # slices of other widths agree bit for bit.
     h, gamma, beta, grad = _inputs(6, c, size, seed=c)
     whole = _run(_fused, h, gamma, beta, grad)
     pieces = [_run(_fused, *(t[:, s] if t.dim() == 4 else t[s] for t in (h, gamma, beta, grad)))
