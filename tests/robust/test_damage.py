@@ -244,7 +244,7 @@ def test_a_diverged_model_survives_the_csv_round_trip(diverging, tmp_path):
     t = res.table
     dead = t[t.model == 1]
     first = int(dead[dead.diverged].epoch.min())
-    assert first <= 2, "η = 10⁶ should diverge within two epochs"
+    assert first <= 2, "η = 10²⁰ should diverge within two epochs"
     assert dead[dead.epoch >= first].diverged.all() and not dead[dead.epoch < first].diverged.any()
     assert dead[dead.diverged][METRICS].isna().all().all()
     assert not t[t.model == 0].diverged.any() and t[t.model == 0][METRICS].notna().all().all()
