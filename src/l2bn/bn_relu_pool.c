@@ -39,14 +39,21 @@ static inline __attribute__((always_inline)) void stats_of(const float *restrict
     }
 }
 
-static void channel_stats(const float *x, int64_t P, int64_t C, double *mean, double *var) {
-    switch (C) {  /* the narrow layers of one model: 8 to 64 channels */
-    case 8: stats_of(x, P, 8, mean, var); return;
-    case 16: stats_of(x, P, 16, mean, var); return;
-    case 32: stats_of(x, P, 32, mean, var); return;
-    case 64: stats_of(x, P, 64, mean, var); return;
-    default: stats_of(x, P, C, mean, var);
+/* CALL(width) with the width a constant for the narrow layers of one model (8 to 64 channels),
+   so that the inlined loops are compiled for it, and with C itself otherwise. */
+#define WITH_CONSTANT_WIDTH(C, CALL)                                                              \
+    switch (C) {                                                                                  \
+    case 8: CALL(8); break;                                                                       \
+    case 16: CALL(16); break;                                                                     \
+    case 32: CALL(32); break;                                                                     \
+    case 64: CALL(64); break;                                                                     \
+    default: CALL(C);                                                                             \
     }
+
+static void channel_stats(const float *x, int64_t P, int64_t C, double *mean, double *var) {
+#define STATS(width) stats_of(x, P, width, mean, var)
+    WITH_CONSTANT_WIDTH(C, STATS)
+#undef STATS
 }
 
 /* One row of 2x2 windows (rows r0 and r1 of the input, Wo windows), every channel: y = x a + b,
@@ -182,13 +189,7 @@ __attribute__((noinline, optimize("no-trapping-math"))) static void row_grad(
     const float *restrict mean, const float *restrict invstd, const float *restrict k1,
     const float *restrict k2, const float *restrict k3, float *restrict dx, int64_t Wo, int64_t C) {
 #define ROW_GRAD(width) row_grad_of(x, grad, idx, q, mean, invstd, k1, k2, k3, dx, Wo, width)
-    switch (C) {
-    case 8: ROW_GRAD(8); return;
-    case 16: ROW_GRAD(16); return;
-    case 32: ROW_GRAD(32); return;
-    case 64: ROW_GRAD(64); return;
-    default: ROW_GRAD(C);
-    }
+    WITH_CONSTANT_WIDTH(C, ROW_GRAD)
 #undef ROW_GRAD
 }
 
